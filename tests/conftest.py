@@ -1,0 +1,77 @@
+"""Shared fixtures: real PostgreSQL and SQLite databases, and a real Prefect server, started once."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from deployments.processes import free_port, start_prefect_server, stop
+from smartplex_sync.migrate import migrate
+from smartplex_sync.store import make_engine
+from tests.support.postgres import postgres_cluster
+
+_database_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    with postgres_cluster() as url:
+        yield url
+
+
+def _fresh_postgres_database(admin_url: str) -> str:
+    name = f"smartplex_test_{os.getpid()}_{next(_database_names)}"
+    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated database URL: SQLite by default, PostgreSQL when parametrized with "postgres"."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "postgres":
+        url = _fresh_postgres_database(request.getfixturevalue("postgres_admin_url"))
+    else:
+        url = f"sqlite:///{tmp_path / 'smartplex.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a fresh migrated database (see `database_url`)."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+both_backends = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` on loopback, with its own PREFECT_HOME; exported as PREFECT_API_URL."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    process, api_url = start_prefect_server(home, free_port(), home / "server.log")
+    previous = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    os.environ["PREFECT_API_URL"] = api_url
+    os.environ["PREFECT_HOME"] = str(home)
+    try:
+        yield api_url
+    finally:
+        stop(process)
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
