@@ -17,12 +17,13 @@ class SmartPlexError(Exception):
 
 
 class PayloadError(SmartPlexError):
-    """A delivery we cannot read. `status_code` is the 4xx the gateway answers with."""
+    """A delivery we cannot read. `status_code` is the 4xx to answer; `event_type` what could be read of it."""
 
-    def __init__(self, message: str, status_code: int = 400) -> None:
+    def __init__(self, message: str, status_code: int = 400, event_type: str = "unknown") -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
+        self.event_type = event_type
 
 
 class ConfigurationError(SmartPlexError):
