@@ -17,3 +17,12 @@ def migrate() -> None:
     settings = get_settings()
     applied = apply_migrations(get_engine(settings.sqlalchemy_url))
     typer.echo(f"applied {', '.join(applied)}" if applied else "database is up to date")
+
+
+@app.command()
+def run() -> None:
+    """Run the whole stack: migrations, Prefect server (unless PREFECT_API_URL is set), deployments,
+    a worker and the webhook gateway. Ctrl-C stops everything it started."""
+    from deployments.stack import run_stack
+
+    raise typer.Exit(run_stack(get_settings()))
