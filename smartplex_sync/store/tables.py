@@ -165,3 +165,16 @@ overseerr_requests = Table(
     Column("updated_at", UTCDateTime),
     Column("synced_at", UTCDateTime, nullable=False),
 )
+
+arr_items = Table(
+    "arr_items",
+    metadata,
+    Column("service", Text, primary_key=True),
+    Column("arr_id", Integer, primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("tvdb_id", Integer),
+    Column("tmdb_id", Integer),
+    Column("imdb_id", Text),
+    Column("path", Text),
+    Column("synced_at", UTCDateTime, nullable=False),
+)
