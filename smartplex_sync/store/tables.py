@@ -65,6 +65,9 @@ sync_schedule = Table(
     Column("run_count", Integer, nullable=False),
     Column("last_status", Text),
     Column("last_error", Text),
+    Column("synced_enabled", Boolean),
+    Column("synced_interval_hours", Integer),
+    Column("mirrored_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
