@@ -1,0 +1,57 @@
+"""The FastAPI application: `uvicorn webhook_gateway.app:create_app --factory`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from smartplex_sync.settings import Settings, get_settings
+from smartplex_sync.store import get_engine
+from webhook_gateway.deps import Gateway
+from webhook_gateway.dispatch import Dispatcher
+from webhook_gateway.routes import router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
+    """The gateway. `background=False` records deliveries without dispatching them (tests, read replicas)."""
+    settings = settings or get_settings()
+    engine = get_engine(settings.sqlalchemy_url)
+    gateway = Gateway(settings, engine)
+    if background:
+        gateway.dispatcher = Dispatcher(
+            engine, coalesce_seconds=settings.coalesce_seconds, poll_seconds=settings.dispatch_poll_seconds
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if gateway.dispatcher is not None:
+            # Picks up rows left undispatched by a previous run straight away.
+            gateway.tasks.append(asyncio.create_task(gateway.dispatcher.run_forever(), name="dispatcher"))
+            from deployments.schedules import run_mirror_loop
+
+            gateway.tasks.append(asyncio.create_task(run_mirror_loop(engine), name="schedule-mirror"))
+        try:
+            yield
+        finally:
+            for task in gateway.tasks:
+                task.cancel()
+            for task in gateway.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        title="SmartPlex Sync webhook gateway",
+        summary="Plex, Tautulli, Sonarr, Radarr and Overseerr webhooks in; Prefect flow runs out.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.include_router(router)
+    return app

@@ -1,0 +1,37 @@
+"""What routes get injected: the gateway's settings, database engine and dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from smartplex_sync.settings import Settings
+from webhook_gateway.dispatch import Dispatcher
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    engine: Engine
+    dispatcher: Dispatcher | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def dispatcher_notify(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.notify()
+
+    def dispatcher_state(self) -> str:
+        if self.dispatcher is None:
+            return "disabled"
+        return "running" if self.tasks and not self.tasks[0].done() else "stopped"
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
