@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 from deployments.processes import free_port, start_prefect_server, stop
 from smartplex_sync.migrate import migrate
 from smartplex_sync.store import make_engine
+from tests.support import prefect_stack
 from tests.support.postgres import postgres_cluster
 
 _database_names = itertools.count()
@@ -75,3 +76,38 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def prefect_deployments(
+    prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> prefect_stack.PrefectStack:
+    """The `smartplex` process pool and every deployment of prefect.yaml on the test server (once).
+
+    Flow runs get SMARTPLEX_DATABASE_URL = a migrated SQLite file of their own (`.database_url`).
+    """
+    root = tmp_path_factory.mktemp("prefect-stack")
+    database_url = f"sqlite:///{root / 'smartplex.db'}"
+    engine = make_engine(database_url)
+    migrate(engine)
+    engine.dispose()
+    env = prefect_stack.stack_env(
+        prefect_api_url, {"SMARTPLEX_DATABASE_URL": database_url, "SMARTPLEX_DATA_DIR": str(root)}
+    )
+    stack = prefect_stack.PrefectStack(prefect_api_url, env, database_url)
+    prefect_stack.create_work_pool(env)
+    prefect_stack.deploy(env)
+    return stack
+
+
+@pytest.fixture(scope="session")
+def prefect_worker(
+    prefect_deployments: prefect_stack.PrefectStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[prefect_stack.PrefectStack]:
+    """A `prefect worker start --pool smartplex` polling the test server every 2 s, for the session."""
+    log = tmp_path_factory.mktemp("prefect-worker") / "worker.log"
+    worker = prefect_stack.start_worker(prefect_deployments, log)
+    try:
+        yield prefect_deployments
+    finally:
+        stop(worker)
