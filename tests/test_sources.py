@@ -1,0 +1,275 @@
+"""The source parsers: every fixture against its expected outcome, bad input, and any JSON at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smartplex_sync.errors import PayloadError
+from smartplex_sync.models import Action, ParsedDelivery, Source
+from webhook_gateway.sources import PARSERS, parse
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURES / "expected.json").read_text())
+
+
+def load_fixture(relative_path: str) -> tuple[Source, Any]:
+    source = Source(relative_path.split("/", 1)[0])
+    return source, json.loads((FIXTURES / relative_path).read_text())
+
+
+def as_json(delivery: ParsedDelivery) -> dict[str, Any]:
+    """A delivery in the shape of `expected.json`."""
+    return {
+        "event_type": delivery.event_type,
+        "action": delivery.action.value if delivery.action else None,
+        "requests": [
+            {"deployment": r.deployment.value, "parameters": r.parameters} for r in delivery.requests
+        ],
+        "note": delivery.note,
+    }
+
+
+OUTCOMES = {path: expected for path, expected in EXPECTED.items() if "error" not in expected}
+ERRORS = {path: expected["error"] for path, expected in EXPECTED.items() if "error" in expected}
+
+
+@pytest.mark.parametrize("relative_path", sorted(OUTCOMES))
+def test_fixture_parses_to_its_expected_outcome(relative_path: str) -> None:
+    source, payload = load_fixture(relative_path)
+    assert as_json(parse(source, payload)) == OUTCOMES[relative_path]
+
+
+@pytest.mark.parametrize("relative_path", sorted(ERRORS))
+def test_invalid_fixture_is_rejected_with_its_expected_error(relative_path: str) -> None:
+    source, payload = load_fixture(relative_path)
+    expected = ERRORS[relative_path]
+    with pytest.raises(PayloadError) as caught:
+        parse(source, payload)
+    assert caught.value.status_code == expected["status_code"]
+    assert caught.value.event_type == expected["event_type"]
+    assert expected["message_contains"] in caught.value.message
+
+
+def test_every_fixture_file_has_an_expected_outcome() -> None:
+    on_disk = {str(path.relative_to(FIXTURES)) for path in FIXTURES.glob("*/*.json")}
+    assert on_disk == set(EXPECTED)
+
+
+@pytest.mark.parametrize(
+    ("source", "events"),
+    [
+        (Source.PLEX, {"library.on.deck", "library.new", "media.play", "media.pause", "media.resume",
+                       "media.stop", "media.scrobble", "media.rate", "admin.database.backup",
+                       "admin.database.corrupted", "device.new", "playback.started"}),
+        (Source.SONARR, {"Test", "Grab", "Download", "Rename", "SeriesAdd", "SeriesDelete", "EpisodeFileDelete",
+                         "Health", "HealthRestored", "ApplicationUpdate", "ManualInteractionRequired"}),
+        (Source.RADARR, {"Test", "Grab", "Download", "Rename", "MovieDelete", "MovieFileDelete", "Health",
+                         "ApplicationUpdate", "MovieAdded", "HealthRestored", "ManualInteractionRequired"}),
+        (Source.OVERSEERR, {"MEDIA_PENDING", "MEDIA_APPROVED", "MEDIA_AUTO_APPROVED", "MEDIA_AVAILABLE",
+                            "MEDIA_DECLINED", "MEDIA_FAILED", "TEST_NOTIFICATION", "ISSUE_CREATED",
+                            "ISSUE_COMMENT", "ISSUE_RESOLVED", "ISSUE_REOPENED", "media.requested",
+                            "media.approved", "media.available", "media.declined", "media.failed"}),
+    ],
+)  # fmt: skip
+def test_fixtures_cover_every_event_of_the_service(source: Source, events: set[str]) -> None:
+    covered = {outcome["event_type"] for path, outcome in OUTCOMES.items() if path.startswith(f"{source}/")}
+    assert events <= covered
+
+
+def test_a_parser_for_every_source() -> None:
+    assert set(PARSERS) == set(Source)
+
+
+@pytest.mark.parametrize("source", list(Source))
+@pytest.mark.parametrize(
+    ("payload", "got"),
+    [
+        ([{"event": "library.new"}], "an array"),
+        ("library.new", "a string"),
+        (42, "a number"),
+        (True, "a boolean"),
+    ],
+)
+def test_a_body_that_is_not_an_object_is_a_422(source: Source, payload: Any, got: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse(source, payload)
+    assert caught.value.status_code == 422
+    assert caught.value.message == f"expected a JSON object, got {got}"
+    assert caught.value.event_type == "unknown"
+
+
+@pytest.mark.parametrize("source", list(Source))
+def test_an_empty_body_is_a_400(source: Source) -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse(source, None)
+    assert caught.value.status_code == 400
+    assert caught.value.message.startswith("empty body")
+
+
+def test_an_empty_tautulli_body_points_at_the_template() -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse(Source.TAUTULLI, None)
+    assert caught.value.message == "empty body: check the JSON Data template"
+
+
+@pytest.mark.parametrize(
+    ("source", "payload", "event_type", "message"),
+    [
+        (Source.PLEX, {"event": 7}, "unknown", "event must be a string, got a number"),
+        (Source.PLEX, {"event": "library.new", "Metadata": []}, "library.new", "Metadata must be an object"),
+        (Source.PLEX, {"event": "library.new", "Metadata": {"librarySectionID": True}}, "library.new",
+         "Metadata.librarySectionID must be an integer, got a boolean"),
+        (Source.PLEX, {"event": "library.new", "Metadata": {"librarySectionID": 1.5}}, "library.new",
+         "Metadata.librarySectionID must be an integer, got a number 1.5"),
+        (Source.TAUTULLI, {"action": ["stop"]}, "unknown", "action must be a string, got an array"),
+        (Source.TAUTULLI, {"event": "watched", "rating_key": 91544.5}, "watched", "rating_key must be a string"),
+        (Source.SONARR, {"eventType": "Download"}, "Download", "Download without a series object"),
+        (Source.SONARR, {"eventType": "Download", "series": {"title": "Harbor Lights"}}, "Download",
+         "series.id is missing"),
+        (Source.SONARR, {"eventType": "Download", "series": {"id": 12, "tvdbId": "tt123"}}, "Download",
+         "series.tvdbId must be an integer, got a string 'tt123'"),
+        (Source.SONARR, {"eventType": "Download", "series": {"id": 12}, "isUpgrade": "yes"}, "Download",
+         "isUpgrade must be true or false"),
+        (Source.RADARR, {"eventType": "Upgrade", "movie": None}, "Upgrade", "Upgrade without a movie object"),
+        (Source.RADARR, {"eventType": "Download", "movie": {"id": 87, "imdbId": 2278388}}, "Download",
+         "movie.imdbId must be a string, got a number"),
+        (Source.OVERSEERR, {"notification_type": "MEDIA_AVAILABLE", "media": "tv"}, "MEDIA_AVAILABLE",
+         "media must be an object, got a string"),
+        (Source.OVERSEERR, {"notification_type": "MEDIA_PENDING", "media": {"tmdbId": "tmdb-1"}}, "MEDIA_PENDING",
+         "media.tmdbId must be an integer"),
+    ],
+)  # fmt: skip
+def test_a_field_of_the_wrong_type_is_a_422_naming_the_field(
+    source: Source, payload: dict[str, Any], event_type: str, message: str
+) -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse(source, payload)
+    assert caught.value.status_code == 422
+    assert caught.value.event_type == event_type
+    assert message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("source", "payload"),
+    [
+        (Source.PLEX, {}),
+        (Source.PLEX, {"event": ""}),
+        (Source.TAUTULLI, {"event": None, "action": None}),
+        (Source.SONARR, {"series": {"id": 12}}),
+        (Source.RADARR, {"eventType": None}),
+        (Source.OVERSEERR, {"subject": "Harbor Lights (2023)"}),
+    ],
+)
+def test_a_delivery_without_an_event_is_ignored_as_unknown(source: Source, payload: dict[str, Any]) -> None:
+    assert parse(source, payload) == ParsedDelivery("unknown", action=Action.IGNORED)
+
+
+@pytest.mark.parametrize(
+    ("source", "payload"),
+    [
+        (Source.PLEX, {"event": "media.rate", "rating": "ten", "Metadata": "48210"}),
+        (Source.TAUTULLI, {"event": "play", "rating_key": ["48210"]}),
+        (Source.SONARR, {"eventType": "Grab", "series": "Harbor Lights"}),
+        (Source.RADARR, {"eventType": "MovieDelete", "movie": 87}),
+        (Source.OVERSEERR, {"notification_type": "ISSUE_CREATED", "media": "tv", "request": 61}),
+    ],
+)
+def test_fields_an_ignored_event_does_not_need_are_not_checked(
+    source: Source, payload: dict[str, Any]
+) -> None:
+    assert parse(source, payload).action in (Action.IGNORED, Action.RECORDED)
+
+
+def test_tautulli_event_key_wins_over_action() -> None:
+    delivery = parse(Source.TAUTULLI, {"event": "watched", "action": "play", "rating_key": " 48210 "})
+    assert delivery.event_type == "watched"
+    assert delivery.requests[0].parameters == {"rating_key": "48210"}
+
+
+def test_the_same_new_episode_from_two_sonarr_shapes_coalesces_into_the_same_runs() -> None:
+    _, download = load_fixture("sonarr/download.json")
+    _, import_complete = load_fixture("sonarr/download_import_complete.json")
+    keys = [
+        [r.coalescing_key for r in parse(Source.SONARR, payload).requests]
+        for payload in (download, import_complete)
+    ]
+    assert keys[0] == keys[1]
+
+
+# Any JSON value, and any fixture with one value changed, must parse or raise PayloadError.
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=6)
+    | st.from_regex(r"\A[+-]?[0-9]{1,25}\Z")
+    | st.sampled_from(["", " 7 ", "movie", "tv", "{rating_key}", "{{requestId}}", "tv.plex.provider.vod"])
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def paths_in(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every path to a value inside a decoded JSON document, the document itself excluded."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    paths = []
+    for key, child in items:
+        paths.append((*prefix, key))
+        paths.extend(paths_in(child, (*prefix, key)))
+    return paths
+
+
+def replaced(document: Any, path: tuple[str | int, ...], new_value: Any) -> Any:
+    """A deep copy of `document` with the value at `path` replaced."""
+    copy = json.loads(json.dumps(document))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = new_value
+    return copy
+
+
+@st.composite
+def mutated_fixtures(draw: st.DrawFn) -> tuple[Source, Any]:
+    """A fixture with one value anywhere inside it replaced by any JSON value."""
+    source, document = load_fixture(draw(st.sampled_from(sorted(EXPECTED))))
+    path = draw(st.sampled_from(paths_in(document)))
+    return source, replaced(document, path, draw(json_values))
+
+
+def assert_parses_or_rejects(source: Source, payload: Any) -> None:
+    try:
+        delivery = parse(source, payload)
+    except PayloadError as error:
+        assert error.status_code in (400, 422)
+        assert error.message
+        return
+    assert isinstance(delivery.event_type, str)
+    for request in delivery.requests:
+        json.dumps(request.parameters, allow_nan=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(source=st.sampled_from(list(Source)), payload=json_values)
+def test_any_json_value_parses_or_raises_payload_error(source: Source, payload: Any) -> None:
+    assert_parses_or_rejects(source, payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mutated=mutated_fixtures())
+def test_a_fixture_with_any_value_replaced_parses_or_raises_payload_error(
+    mutated: tuple[Source, Any],
+) -> None:
+    assert_parses_or_rejects(*mutated)

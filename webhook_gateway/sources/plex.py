@@ -1,0 +1,61 @@
+"""Plex Media Server webhooks: the JSON of the multipart `payload` part.
+
+- `library.new` syncs the library section the item was added to, by `Metadata.librarySectionID`
+  (never by section title, which users rename). An item without a section (streaming items from
+  `tv.plex.provider.vod`, or a payload without `Metadata`) is ignored with a note.
+- `media.scrobble` (watched past 90%) asks for a Tautulli sync of the last 7 days: Tautulli, not Plex,
+  keeps the watch history.
+- Every other event (playback, ratings, on deck, admin.*, device.new, playback.started) is ignored.
+  Nothing else is read, so a `rating` sent as a string, a missing `Player` or `Metadata` never fails.
+
+See `_common` for the status codes of bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from smartplex_sync.models import Action, Deployment, ParsedDelivery, SyncRequest
+
+from ._common import event_name, optional_int, optional_object, optional_str, require_object
+
+WATCH_HISTORY_DAYS = 7
+
+
+@dataclass(frozen=True)
+class _NewItem:
+    """What `library.new` needs: the item's section, and the server uuid to explain a missing one."""
+
+    section_id: int | None
+    server_uuid: str | None
+
+
+def parse(payload: Any) -> ParsedDelivery:
+    delivery = require_object(
+        payload, empty_body_hint=": Plex sends its JSON in the multipart 'payload' part"
+    )
+    event = event_name(delivery, "event")
+    if event == "library.new":
+        return _library_new(_read_new_item(delivery, event), event)
+    if event == "media.scrobble":
+        return ParsedDelivery(event, (SyncRequest(Deployment.TAUTULLI_SYNC, {"days": WATCH_HISTORY_DAYS}),))
+    return ParsedDelivery(event, action=Action.IGNORED)
+
+
+def _read_new_item(delivery: dict[str, Any], event: str) -> _NewItem:
+    metadata = optional_object(delivery, "Metadata", event) or {}
+    server = optional_object(delivery, "Server", event) or {}
+    return _NewItem(
+        section_id=optional_int(metadata, "librarySectionID", event, where="Metadata."),
+        server_uuid=optional_str(server, "uuid", event, where="Server."),
+    )
+
+
+def _library_new(item: _NewItem, event: str) -> ParsedDelivery:
+    if item.section_id is None:
+        origin = f" (server {item.server_uuid})" if item.server_uuid else ""
+        note = f"no Metadata.librarySectionID{origin}: not a library item, nothing to sync"
+        return ParsedDelivery(event, action=Action.IGNORED, note=note)
+    parameters = {"section_ids": [item.section_id], "mode": "incremental"}
+    return ParsedDelivery(event, (SyncRequest(Deployment.PLEX_LIBRARY_SYNC, parameters),))

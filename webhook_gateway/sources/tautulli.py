@@ -1,0 +1,67 @@
+"""Tautulli's Webhook agent: whatever JSON the user typed in the trigger's "JSON Data" box.
+
+Tautulli has no fixed schema. We read two fields, both strings after Tautulli's `{param}` substitution:
+- the event: `event` (e.g. `"playback.stop"`, or `"{action}"` rendered as `"stop"`), else `action`;
+- `rating_key` (`"{rating_key}"`): the Plex item whose watch history changed.
+
+`stop`/`playback.stop` and `watched`/`playback.watched` sync that one item's history. Without a usable
+rating key (missing, "" or the placeholder left as is) they fall back to the last 7 days, with a note.
+`test`, or an event still reading like a `{placeholder}` (Tautulli's Test tab sends the template
+without substitution), is a test. Other actions (play, pause, created ...) are ignored.
+
+An empty body (`None`) is what Tautulli sends when the JSON Data box is empty or invalid: 400.
+See `_common` for the other status codes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from smartplex_sync.errors import PayloadError
+from smartplex_sync.models import Action, Deployment, ParsedDelivery, SyncRequest
+
+from ._common import UNKNOWN_EVENT, event_name, json_type, require_object
+
+WATCH_HISTORY_DAYS = 7
+HISTORY_EVENTS = frozenset({"stop", "playback.stop", "watched", "playback.watched"})
+
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+
+
+def parse(payload: Any) -> ParsedDelivery:
+    delivery = require_object(payload, empty_body_hint=": check the JSON Data template")
+    event = _event(delivery)
+    if event == "test":
+        return ParsedDelivery(event, action=Action.TEST)
+    if _PLACEHOLDER.search(event):
+        note = f"event {event} was not substituted: Tautulli's Test tab sends the template as typed"
+        return ParsedDelivery(event, action=Action.TEST, note=note)
+    if event not in HISTORY_EVENTS:
+        return ParsedDelivery(event, action=Action.IGNORED)
+    rating_key = _rating_key(delivery, event)
+    if rating_key is None:
+        request = SyncRequest(Deployment.TAUTULLI_SYNC, {"days": WATCH_HISTORY_DAYS})
+        note = f"no usable rating_key: asked for the last {WATCH_HISTORY_DAYS} days instead"
+        return ParsedDelivery(event, (request,), note=note)
+    return ParsedDelivery(event, (SyncRequest(Deployment.TAUTULLI_SYNC, {"rating_key": rating_key}),))
+
+
+def _event(delivery: dict[str, Any]) -> str:
+    event = event_name(delivery, "event")
+    return event_name(delivery, "action") if event == UNKNOWN_EVENT else event
+
+
+def _rating_key(delivery: dict[str, Any], event: str) -> str | None:
+    """The rating key as text; None when it is missing, empty or an unsubstituted `{rating_key}`."""
+    value = delivery.get("rating_key")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PayloadError(
+            f"rating_key must be a string, got {json_type(value)}", status_code=422, event_type=event
+        )
+    text = str(value).strip()
+    if not text or _PLACEHOLDER.search(text):
+        return None
+    return text
