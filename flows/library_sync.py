@@ -1,0 +1,238 @@
+"""`plex-library-sync`: Plex library → `media_items`, one row per movie, show, season and episode.
+
+Modes, per section:
+- `full`: list every item (types 1, or 2/3/4 for a show section), then delete the rows of *that section
+  of that server* that Plex no longer lists, unless that is more than the deletion guard allows.
+- `incremental`: list only items whose `updatedAt` is after the section's watermark minus the overlap.
+  PMS sets `updatedAt` when an item is added and on every change, so this one filter catches additions
+  and upgrades; listing seasons and episodes too catches new seasons of known shows (Overseerr #3276).
+  A section without a watermark gets a full sync.
+The watermark is the newest addedAt/updatedAt seen, in the Plex server's own clock (no clock skew).
+
+Pages are fetched by retried tasks and written a page (one transaction) at a time, so memory stays
+bounded by the page size; a full sync keeps only the rating keys it saw, for the deletion.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine
+
+from flows._plex_items import SectionInfo, choose_sections, latest_change, to_row
+from flows._retry import NETWORK_RETRIES
+from flows.clients.plex import ItemsPage, PlexClient
+from smartplex_sync.errors import DeletionGuardError
+from smartplex_sync.settings import get_settings
+from smartplex_sync.store import get_engine
+from smartplex_sync.store.arr import link_arr_ids
+from smartplex_sync.store.media import (
+    UpsertResult,
+    delete_missing,
+    get_watermark,
+    set_watermark,
+    upsert_media_items,
+)
+
+Mode = Literal["incremental", "full"]
+PROGRESS_EVERY_SECONDS = 5.0
+_TASK_OPTIONS: dict[str, Any] = {**NETWORK_RETRIES, "cache_policy": NO_CACHE}
+
+
+@task(**_TASK_OPTIONS)
+def fetch_identity(client: PlexClient) -> str:
+    """The server's machineIdentifier: the `server_id` of every row."""
+    return str(client.identity()["machineIdentifier"])
+
+
+@task(**_TASK_OPTIONS)
+def fetch_sections(client: PlexClient) -> list[dict[str, Any]]:
+    return client.sections()
+
+
+@task(**_TASK_OPTIONS, task_run_name="page s{section_id} {type_} @{start}")
+def fetch_page(
+    client: PlexClient, section_id: int, type_: str, start: int, updated_since: int | None
+) -> ItemsPage:
+    return client.items_page(section_id, type_, start, updated_since=updated_since)
+
+
+@task(**_TASK_OPTIONS, task_run_name="item {rating_key}")
+def fetch_item(client: PlexClient, rating_key: str) -> dict[str, Any] | None:
+    return client.metadata(rating_key)
+
+
+@task(**_TASK_OPTIONS, task_run_name="children of {rating_key}")
+def fetch_children(client: PlexClient, rating_key: str) -> list[dict[str, Any]]:
+    return client.children(rating_key)
+
+
+@dataclass
+class SectionReport:
+    section: str
+    mode: str
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+    def count(self, result: UpsertResult) -> None:
+        self.added += result.added
+        self.updated += result.updated
+        self.unchanged += result.unchanged
+
+
+def _from_unix(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def sync_section(
+    client: PlexClient,
+    engine: Engine,
+    server_id: str,
+    section: SectionInfo,
+    *,
+    mode: Mode,
+    overlap_seconds: int,
+    guard_fraction: float,
+) -> SectionReport:
+    """Sync one section, a page at a time. A DeletionGuardError is recorded in the report, not raised."""
+    logger = get_run_logger()
+    started, requests_before = time.perf_counter(), client.requests_made
+    with engine.connect() as conn:
+        watermark = get_watermark(conn, server_id, section.id)
+    since = None
+    if mode == "incremental" and watermark is not None:
+        since = int(watermark.timestamp()) - overlap_seconds
+    incremental = since is not None
+    report = SectionReport(f"{section.title} ({section.id})", "incremental" if incremental else "full")
+    seen: set[str] = set()
+    newest: int | None = None
+    last_log = started
+    for type_ in section.item_types:
+        start = 0
+        while True:
+            page = fetch_page(client, section.id, type_, start, since)
+            rows = [to_row(item, server_id, section) for item in page.items]
+            with engine.begin() as conn:
+                report.count(upsert_media_items(conn, rows))
+            seen.update(row["rating_key"] for row in rows)
+            newest = max(filter(None, (newest, latest_change(page.items))), default=None)
+            start += len(page.items)
+            if time.perf_counter() - last_log > PROGRESS_EVERY_SECONDS:
+                last_log = time.perf_counter()
+                logger.info(
+                    "%s: %s %d/%d, %d items so far", report.section, type_, start, page.total_size, len(seen)
+                )
+            if not page.items or start >= page.total_size:
+                break
+    with engine.begin() as conn:
+        if newest is not None:
+            set_watermark(conn, server_id, section.id, _from_unix(newest))
+        if report.added or report.updated:
+            link_arr_ids(conn)
+    if not incremental:
+        try:
+            with engine.begin() as conn:
+                report.removed = delete_missing(conn, server_id, section.id, seen, guard_fraction)
+        except DeletionGuardError as exc:
+            report.error = str(exc)
+            logger.error("%s", exc)
+    report.requests = client.requests_made - requests_before
+    report.seconds = round(time.perf_counter() - started, 3)
+    logger.info("%s: %s", report.section, asdict(report))
+    return report
+
+
+def sync_rating_key(client: PlexClient, engine: Engine, server_id: str, rating_key: str) -> SectionReport:
+    """Sync one item, and everything below it when it is a show or a season."""
+    started, requests_before = time.perf_counter(), client.requests_made
+    report = SectionReport(f"item {rating_key}", "item")
+    item = fetch_item(client, rating_key)
+    if item is None:
+        get_run_logger().warning("Plex does not know ratingKey %s; nothing to sync", rating_key)
+    else:
+        section = SectionInfo(
+            int(item["librarySectionID"]),
+            str(item.get("librarySectionTitle", "")),
+            "movie" if item["type"] == "movie" else "show",
+        )
+        items, parents = [item], [item] if item["type"] in ("show", "season") else []
+        while parents:
+            children = fetch_children(client, str(parents.pop()["ratingKey"]))
+            items += children
+            parents += [child for child in children if child["type"] == "season"]
+        with engine.begin() as conn:
+            report.count(upsert_media_items(conn, [to_row(i, server_id, section) for i in items]))
+            if report.added or report.updated:
+                link_arr_ids(conn)
+    report.requests = client.requests_made - requests_before
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _totals(reports: list[SectionReport]) -> dict[str, Any]:
+    keys = ("added", "updated", "removed", "unchanged", "requests")
+    totals: dict[str, Any] = {key: sum(getattr(r, key) for r in reports) for key in keys}
+    totals["seconds"] = round(sum(r.seconds for r in reports), 3)
+    return totals
+
+
+@flow(name="plex-library-sync")
+def plex_library_sync(
+    section_ids: list[int] | None = None,
+    section_type: str | None = None,
+    rating_key: str | None = None,
+    mode: Mode = "full",
+) -> dict[str, Any]:
+    """Sync sections (by id, by type, or every movie and show section) or one item (`rating_key`)."""
+    settings = get_settings()
+    client = PlexClient.from_settings(settings)  # ConfigurationError, naming the setting, before any call
+    engine = get_engine(settings.sqlalchemy_url)
+    logger = get_run_logger()
+    with client:
+        server_id = fetch_identity(client)
+        if rating_key:
+            reports = [sync_rating_key(client, engine, server_id, rating_key)]
+        else:
+            sections = choose_sections(fetch_sections(client), section_ids, section_type)
+            logger.info("Plex server %s: %s sync of %s", server_id, mode, [s.title for s in sections])
+            reports = [
+                sync_section(
+                    client,
+                    engine,
+                    server_id,
+                    section,
+                    mode=mode,
+                    overlap_seconds=settings.incremental_overlap_seconds,
+                    guard_fraction=settings.delete_guard_fraction,
+                )
+                for section in sections
+            ]
+        # identity and section list are requests too; count them on the run, not on a section
+        requests = client.requests_made
+    result = {"server_id": server_id, "mode": "item" if rating_key else mode, **_totals(reports)}
+    result["requests"] = requests
+    result["sections"] = [asdict(r) for r in reports]
+    create_table_artifact(
+        key="plex-library-sync",
+        table=[asdict(r) for r in reports],
+        description=(
+            f"Plex server `{server_id}`, {result['mode']} sync: {result['added']} added, "
+            f"{result['updated']} updated, {result['removed']} removed, {result['unchanged']} unchanged, "
+            f"{requests} Plex requests."
+        ),
+    )
+    refused = [r.error for r in reports if r.error]
+    if refused:
+        raise DeletionGuardError("; ".join(refused))
+    return result

@@ -1,0 +1,198 @@
+"""The Plex side of `media_items`: batched upserts keyed (server_id, rating_key), per-section watermarks in
+`sync_state`, and scoped deletion behind a guard.
+
+Upserts write only the columns Plex owns (`PLEX_COLUMNS`); play totals (Tautulli) and Sonarr/Radarr ids
+belong to other syncs and are never touched. Ids Plex does not know (tmdb/tvdb/imdb NULL) do not erase
+ids the arr link filled in. Rows equal to what is stored are not rewritten, so a repeated sync writes
+nothing and reports every item unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, and_, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from smartplex_sync.errors import DeletionGuardError
+from smartplex_sync.store.engine import utcnow
+from smartplex_sync.store.history import refresh_play_totals
+from smartplex_sync.store.tables import media_items, sync_state
+
+BATCH_SIZE = 500
+SERVICE = "plex"
+
+KEY_COLUMNS = ("server_id", "rating_key")
+EXTERNAL_ID_COLUMNS = ("tmdb_id", "tvdb_id", "imdb_id")
+PLEX_COLUMNS: tuple[str, ...] = (
+    *KEY_COLUMNS,
+    "type", "title", "year", "show_title", "season_title", "season_number", "episode_number",
+    "parent_rating_key", "grandparent_rating_key", "section_id", "section_title", "section_type", "guid",
+    *EXTERNAL_ID_COLUMNS,
+    "file_size_bytes", "duration_ms", "video_resolution", "video_codec", "audio_codec", "container",
+    "bitrate_kbps", "file_path", "added_at", "updated_at",
+)  # fmt: skip
+"""The columns a Plex item sets; every other media_items column belongs to another sync."""
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __add__(self, other: UpsertResult) -> UpsertResult:
+        return UpsertResult(
+            self.added + other.added, self.updated + other.updated, self.unchanged + other.unchanged
+        )
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _differs(row: dict[str, Any], stored: Any) -> bool:
+    for column in PLEX_COLUMNS:
+        value = row[column]
+        if value is None and column in EXTERNAL_ID_COLUMNS:
+            continue  # Plex not knowing an id never clears one (see the module docstring)
+        if value != stored[column]:
+            return True
+    return False
+
+
+def _upsert_statement(conn: Connection) -> Any:
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(media_items)
+    excluded = statement.excluded
+    updates: dict[str, Any] = {c: excluded[c] for c in PLEX_COLUMNS if c not in KEY_COLUMNS}
+    for column in EXTERNAL_ID_COLUMNS:
+        updates[column] = func.coalesce(excluded[column], media_items.c[column])
+    updates["synced_at"] = excluded.synced_at
+    return statement.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=updates)
+
+
+def upsert_media_items(
+    conn: Connection,
+    rows: Sequence[dict[str, Any]],
+    *,
+    synced_at: datetime | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> UpsertResult:
+    """Insert new rows, update changed ones, skip equal ones. Rows map every name in `PLEX_COLUMNS`.
+
+    Plays stored before an item arrived are linked to it (`refresh_play_totals` on the new keys).
+    """
+    synced_at = synced_at or utcnow()
+    result = UpsertResult()
+    statement = _upsert_statement(conn)
+    for batch in _chunks(rows, batch_size):
+        for server_id in {row["server_id"] for row in batch}:
+            result += _upsert_batch(
+                conn, statement, server_id, [r for r in batch if r["server_id"] == server_id], synced_at
+            )
+    return result
+
+
+def _upsert_batch(
+    conn: Connection, statement: Any, server_id: str, batch: list[dict[str, Any]], synced_at: datetime
+) -> UpsertResult:
+    columns = [media_items.c[name] for name in PLEX_COLUMNS]
+    stored = {
+        row.rating_key: row._mapping
+        for row in conn.execute(
+            select(*columns).where(
+                media_items.c.server_id == server_id,
+                media_items.c.rating_key.in_([r["rating_key"] for r in batch]),
+            )
+        )
+    }
+    new_keys = [r["rating_key"] for r in batch if r["rating_key"] not in stored]
+    changed = [r for r in batch if r["rating_key"] in stored and _differs(r, stored[r["rating_key"]])]
+    to_write = [{**r, "synced_at": synced_at} for r in batch if r["rating_key"] not in stored] + [
+        {**r, "synced_at": synced_at} for r in changed
+    ]
+    if to_write:
+        conn.execute(statement, to_write)
+    if new_keys:
+        refresh_play_totals(conn, server_id, new_keys)
+    return UpsertResult(len(new_keys), len(changed), len(batch) - len(new_keys) - len(changed))
+
+
+def _scope(server_id: str, section_id: int) -> str:
+    return f"{server_id}:{section_id}"
+
+
+def get_watermark(conn: Connection, server_id: str, section_id: int) -> datetime | None:
+    """The newest Plex addedAt/updatedAt seen in this section of this server, or None before a first sync."""
+    return conn.scalar(
+        select(sync_state.c.watermark).where(
+            sync_state.c.service == SERVICE, sync_state.c.scope == _scope(server_id, section_id)
+        )
+    )
+
+
+def set_watermark(conn: Connection, server_id: str, section_id: int, watermark: datetime) -> datetime:
+    """Store the watermark; it only moves forward. Returns the stored value."""
+    current = get_watermark(conn, server_id, section_id)
+    if current is not None and current >= watermark:
+        return current
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(sync_state).values(
+        service=SERVICE, scope=_scope(server_id, section_id), watermark=watermark, updated_at=utcnow()
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["service", "scope"],
+            set_={"watermark": statement.excluded.watermark, "updated_at": statement.excluded.updated_at},
+        )
+    )
+    return watermark
+
+
+def section_keys(conn: Connection, server_id: str, section_id: int) -> set[str]:
+    return set(
+        conn.scalars(
+            select(media_items.c.rating_key).where(
+                media_items.c.server_id == server_id, media_items.c.section_id == section_id
+            )
+        )
+    )
+
+
+def delete_missing(
+    conn: Connection, server_id: str, section_id: int, seen_keys: Collection[str], guard_fraction: float
+) -> int:
+    """Delete the rows of this section of this server whose rating key was not seen; return how many.
+
+    Raises DeletionGuardError, deleting nothing, when that is more than `guard_fraction` of the rows
+    stored for the section (an unmounted disk makes Plex answer an empty section).
+    """
+    stored = section_keys(conn, server_id, section_id)
+    missing = sorted(stored.difference(seen_keys))
+    if not missing:
+        return 0
+    if len(missing) > guard_fraction * len(stored):
+        raise DeletionGuardError(
+            f"refusing to delete {len(missing)} of {len(stored)} rows of section {section_id} on Plex server "
+            f"{server_id} (more than the guard of {guard_fraction:.0%}); nothing was deleted. If the library "
+            "really shrank, raise SMARTPLEX_DELETE_GUARD_FRACTION for one run."
+        )
+    deleted = 0
+    for chunk in _chunks(missing, BATCH_SIZE):
+        deleted += conn.execute(
+            delete(media_items).where(
+                and_(
+                    media_items.c.server_id == server_id,
+                    media_items.c.section_id == section_id,
+                    media_items.c.rating_key.in_(chunk),
+                )
+            )
+        ).rowcount
+    return deleted
