@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, case, func, literal, or_, select, update
+from sqlalchemy import Connection, Numeric, and_, case, cast, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from smartplex_sync.store.engine import utcnow
@@ -129,7 +129,7 @@ def refresh_play_totals(
         "partial_play_count": aggregate(func.count() - func.coalesce(func.sum(complete), 0)),
         "total_watch_time_seconds": aggregate(func.coalesce(func.sum(watch_history.c.duration_seconds), 0)),
         "avg_percent_complete": aggregate(
-            func.round(func.avg(watch_history.c.percent_complete * literal(1.0)), 2)
+            func.round(func.avg(cast(watch_history.c.percent_complete, Numeric)), 2)
         ),
         "last_watched_at": aggregate(
             func.max(func.coalesce(watch_history.c.stopped_at, watch_history.c.started_at))
