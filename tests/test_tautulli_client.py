@@ -1,0 +1,137 @@
+"""The Tautulli client against the simulator over real HTTP, and the window boundary it computes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from flows.clients.tautulli import TautulliClient, history_after
+from simulators.serving import serve_in_thread
+from simulators.tautulli import SimulatorState, TautulliHistory, create_tautulli_app, demo_items
+from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
+from smartplex_sync.settings import Settings
+
+KEY = "0123456789abcdef0123456789abcdef"
+ZONES = ["UTC", "America/New_York", "Pacific/Kiritimati", "Etc/GMT+12", "Asia/Kolkata", "Pacific/Chatham"]
+
+
+@pytest.fixture
+def tautulli() -> Iterator[tuple[str, SimulatorState]]:
+    app = create_tautulli_app(TautulliHistory(), api_key=KEY)
+    with serve_in_thread(app) as url:
+        yield url, app.state.tautulli
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    now=st.datetimes(datetime(2020, 1, 1), datetime(2030, 1, 1), timezones=st.just(UTC)),
+    days=st.integers(1, 90),
+    into_window=st.integers(0, 90 * 86400),
+)
+def test_after_never_leaves_out_a_play_of_the_window(
+    zone: str, now: datetime, days: int, into_window: int
+) -> None:
+    window_start = now - timedelta(days=days)
+    started = min(now, window_start + timedelta(seconds=into_window))
+    local_day = started.astimezone(ZoneInfo(zone)).date()
+    assert local_day >= history_after(now, days)  # Tautulli keeps rows whose local date is >= after
+
+
+def test_history_is_every_finished_play_since_after_once_oldest_first(
+    tautulli: tuple[str, SimulatorState],
+) -> None:
+    url, state = tautulli
+    state.history = TautulliHistory.generate(demo_items(20), plays=700, days=20, seed=5)
+    state.history.start_session(demo_items(1)[0], state.history.users[0], int(datetime.now(UTC).timestamp()))
+    after = history_after(datetime.now(UTC), 7)
+    with TautulliClient(url, KEY) as client:
+        rows = client.get_history(after=after, page_size=100)
+        requests = client.requests_made
+    tz = state.timezone
+    expected = {
+        p.row_id for p in state.history.plays if datetime.fromtimestamp(p.started, tz).date() >= after
+    }
+    assert [row["row_id"] for row in rows] == sorted(
+        expected, key=lambda i: state.history.plays[i - 1].started
+    )
+    assert requests == len(expected) // 100 + 1
+    assert state.commands == {"get_history": requests}
+
+
+def test_single_item_history_and_progress(tautulli: tuple[str, SimulatorState]) -> None:
+    url, state = tautulli
+    state.history = TautulliHistory.generate(demo_items(10), plays=200, days=400, seed=9)
+    seen: list[tuple[int, int]] = []
+    with TautulliClient(url, KEY) as client:
+        rows = client.get_history(rating_key="1003", page_size=10, progress=lambda a, b: seen.append((a, b)))
+    expected = [p.row_id for p in state.history.plays if p.item.rating_key == 1003]
+    assert sorted(row["row_id"] for row in rows) == expected
+    assert seen[-1] == (len(expected), len(expected))
+
+
+def test_wrong_key_says_so_in_tautullis_words(tautulli: tuple[str, SimulatorState]) -> None:
+    url, _ = tautulli
+    with TautulliClient(url, "f" * 32) as client, pytest.raises(PermanentServiceError) as caught:
+        client.check()
+    assert caught.value.status_code == 401
+    assert "Invalid apikey" in str(caught.value) and "SMARTPLEX_TAUTULLI_API_KEY" in str(caught.value)
+
+
+def test_server_errors_and_timeouts_are_transient(tautulli: tuple[str, SimulatorState]) -> None:
+    url, state = tautulli
+    state.inject(500, 0.5)
+    with TautulliClient(url, KEY, timeout=0.2) as client:
+        with pytest.raises(TransientServiceError, match="Check the logs for errors"):
+            client.server_info()
+        with pytest.raises(TransientServiceError, match="timed out"):
+            client.server_info()
+        assert client.server_info().identifier == "simulated-pms-0001"
+
+
+def test_check_is_one_line_naming_the_plex_server(tautulli: tuple[str, SimulatorState]) -> None:
+    url, _ = tautulli
+    with TautulliClient(url, KEY) as client:
+        line = client.check()
+    assert "\n" not in line and "'SmartPlex Demo'" in line and "simulated-pms-0001" in line
+
+
+def test_answers_that_are_not_tautullis_envelope_are_permanent_errors() -> None:
+    answers = iter(
+        [
+            httpx.Response(200, json={"status": "ok"}),
+            httpx.Response(200, json={"response": {"result": "error", "message": "No data", "data": {}}}),
+            httpx.Response(200, json={"response": {"result": "success", "message": None, "data": {"x": 1}}}),
+            httpx.Response(404, text="<html>Not Found</html>"),
+        ]
+    )
+    transport = httpx.MockTransport(lambda request: next(answers))
+    with TautulliClient("http://tautulli.test", KEY, transport=transport) as client:
+        with pytest.raises(PermanentServiceError, match="not Tautulli's response envelope"):
+            client.command("get_server_info")
+        with pytest.raises(PermanentServiceError, match="get_history failed: No data"):
+            client.command("get_history")
+        with pytest.raises(PermanentServiceError, match="without a data"):
+            client.get_history()
+        with pytest.raises(PermanentServiceError) as caught:
+            client.command("get_server_info")
+        assert caught.value.status_code == 404
+
+
+def test_missing_settings_are_named() -> None:
+    with pytest.raises(ConfigurationError, match="SMARTPLEX_TAUTULLI_URL and SMARTPLEX_TAUTULLI_API_KEY"):
+        TautulliClient.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match=r"set SMARTPLEX_TAUTULLI_API_KEY$"):
+        TautulliClient.from_settings(Settings(_env_file=None, tautulli_url="http://t:8181"))  # type: ignore[call-arg]
+    configured = Settings(
+        _env_file=None, tautulli_url="http://t:8181/tautulli", tautulli_api_key=SecretStr(KEY)
+    )  # type: ignore[call-arg]
+    with TautulliClient.from_settings(configured) as client:
+        assert client.base_url == "http://t:8181/tautulli"
