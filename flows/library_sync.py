@@ -15,6 +15,7 @@ bounded by the page size; a full sync keeps only the rating keys it saw, for the
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from sqlalchemy import Engine
 
 from flows._plex_items import SectionInfo, choose_sections, latest_change, to_row
@@ -43,6 +45,14 @@ from smartplex_sync.store.media import (
 Mode = Literal["incremental", "full"]
 PROGRESS_EVERY_SECONDS = 5.0
 _TASK_OPTIONS: dict[str, Any] = {**NETWORK_RETRIES, "cache_policy": NO_CACHE}
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run logger inside a flow or task run; a module logger when the flow body is called directly."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 @task(**_TASK_OPTIONS)
@@ -106,7 +116,7 @@ def sync_section(
     guard_fraction: float,
 ) -> SectionReport:
     """Sync one section, a page at a time. A DeletionGuardError is recorded in the report, not raised."""
-    logger = get_run_logger()
+    logger = _logger()
     started, requests_before = time.perf_counter(), client.requests_made
     with engine.connect() as conn:
         watermark = get_watermark(conn, server_id, section.id)
@@ -159,7 +169,7 @@ def sync_rating_key(client: PlexClient, engine: Engine, server_id: str, rating_k
     report = SectionReport(f"item {rating_key}", "item")
     item = fetch_item(client, rating_key)
     if item is None:
-        get_run_logger().warning("Plex does not know ratingKey %s; nothing to sync", rating_key)
+        _logger().warning("Plex does not know ratingKey %s; nothing to sync", rating_key)
     else:
         section = SectionInfo(
             int(item["librarySectionID"]),
@@ -198,7 +208,7 @@ def plex_library_sync(
     settings = get_settings()
     client = PlexClient.from_settings(settings)  # ConfigurationError, naming the setting, before any call
     engine = get_engine(settings.sqlalchemy_url)
-    logger = get_run_logger()
+    logger = _logger()
     with client:
         server_id = fetch_identity(client)
         if rating_key:

@@ -90,7 +90,7 @@ class SimulatorState:
     seed: int = 0
     requests: int = 0
     faults: deque[Fault] = field(default_factory=deque)
-    paths: list[str] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)  # as requested, query string included
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -101,7 +101,7 @@ class SimulatorState:
 
     def reset_counter(self) -> None:
         self.requests = 0
-        self.paths.clear()
+        self.urls.clear()
 
 
 def _xml(container: dict[str, Any]) -> bytes:
@@ -167,7 +167,7 @@ def create_plex_app(
     async def gatekeeper(request: Request, call_next: Any) -> Response:
         with state.lock:
             state.requests += 1
-            state.paths.append(request.url.path)
+            state.urls.append(str(request.url))
             fault = state.faults.popleft() if state.faults else None
             random_failure = state.failure_rate > 0 and state.rng.random() < state.failure_rate
         delay = state.latency + (fault.delay if fault else 0.0)
