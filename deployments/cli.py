@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Annotated
+
 import typer
 
 from smartplex_sync.migrate import migrate as apply_migrations
+from smartplex_sync.models import SCHEDULED_SERVICES, Source
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine
 
@@ -26,3 +30,88 @@ def run() -> None:
     from deployments.stack import run_stack
 
     raise typer.Exit(run_stack(get_settings()))
+
+
+schedules_app = typer.Typer(
+    help="sync_schedule and Prefect's deployment schedules, side by side.", invoke_without_command=True
+)
+app.add_typer(schedules_app, name="schedules")
+
+
+@schedules_app.callback()
+def schedules(ctx: typer.Context) -> None:
+    """Print each deployment's schedule as sync_schedule and as Prefect have it, with its next and last run."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from prefect.client.orchestration import get_client
+
+    from deployments.operations import format_schedules, gather_schedule_views
+
+    async def gather() -> list[str]:
+        async with get_client() as client:
+            return format_schedules(
+                await gather_schedule_views(get_engine(get_settings().sqlalchemy_url), client)
+            )
+
+    for line in asyncio.run(gather()):
+        typer.echo(line)
+
+
+@schedules_app.command("apply")
+def schedules_apply() -> None:
+    """Carry sync_schedule edits (enabled, interval_hours) over to Prefect; where both sides changed, the
+    table wins. Changes made only in Prefect are copied into the table."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.schedules import mirror_once
+
+    async def apply() -> bool:
+        async with get_client() as client:
+            report = await mirror_once(get_engine(get_settings().sqlalchemy_url), client, prefer_table=True)
+        for line in report.lines():
+            typer.echo(line)
+        return report.ok
+
+    if not asyncio.run(apply()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def sync(
+    service: Annotated[Source, typer.Argument(help="The service to sync now.")],
+    full: Annotated[
+        bool, typer.Option("--full", help="Plex: full instead of incremental; Tautulli: all history.")
+    ] = False,
+) -> None:
+    """Start a sync run now, without touching its schedule; prints the flow run and where to watch it."""
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.urls import url_for
+
+    from deployments.operations import start_sync, sync_parameters
+
+    async def start() -> str:
+        async with get_client() as client:
+            return str((await start_sync(client, service, full)).id)
+
+    run_id = asyncio.run(start())
+    typer.echo(
+        f"started {SCHEDULED_SERVICES[service].value} {sync_parameters(service, full)}: flow run {run_id}"
+    )
+    typer.echo(url_for("flow-run", run_id) or "(set PREFECT_UI_URL to get a link)")
+
+
+@app.command()
+def doctor() -> None:
+    """Check the database, Prefect, the worker, each configured service and the last webhooks; one line each.
+    Exits non-zero when a check fails."""
+    from prefect.settings import get_current_settings
+
+    from deployments.operations import run_doctor
+
+    settings = get_settings()
+    engine = get_engine(settings.sqlalchemy_url)
+    checks = asyncio.run(run_doctor(settings, engine, get_current_settings().api.url))
+    for check in checks:
+        typer.echo(check.line())
+    if any(check.ok is False for check in checks):
+        raise typer.Exit(1)
