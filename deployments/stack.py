@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from prefect.client.orchestration import PrefectClient
+
 from deployments.processes import (
     VENV_BIN,
     prefect_env,
@@ -29,6 +31,7 @@ from deployments.processes import (
     stop,
     wait_until_healthy,
 )
+from deployments.schedules import mirror_once
 from smartplex_sync.migrate import migrate
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import get_engine
@@ -122,10 +125,16 @@ class Stack:
         log.info("ready: webhooks at http://%s:%s/api/webhooks/<service>, Prefect UI at %s", host, port, ui)
 
     def restore_schedules(self, api_url: str) -> None:
-        from deployments.schedules import apply_table_to_prefect
+        """Deploying resets schedules to prefect.yaml's; put back what sync_schedule recorded."""
+        engine = get_engine(self.settings.sqlalchemy_url)
 
-        os.environ["PREFECT_API_URL"] = api_url
-        asyncio.run(apply_table_to_prefect(get_engine(self.settings.sqlalchemy_url)))
+        async def apply() -> None:
+            async with PrefectClient(api_url) as client:
+                report = await mirror_once(engine, client, prefer_table=True)
+            for line in report.lines():
+                log.info("schedule %s", line)
+
+        asyncio.run(apply())
 
     def wait_for_demo(self, demo: subprocess.Popen[bytes]) -> dict[str, str]:
         """The demo services write the settings that point at them to data/demo.env once they listen."""

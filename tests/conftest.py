@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prefect.context import refresh_global_settings_context
 from sqlalchemy import Engine, text
 
 from deployments.processes import free_port, start_prefect_server, stop
+from simulators.demo import DemoWorld, build_world, create_demo_app, service_env
+from simulators.serving import serve_in_thread
 from smartplex_sync.migrate import migrate
 from smartplex_sync.store import make_engine
 from tests.support import prefect_stack
@@ -67,6 +70,7 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     previous = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     os.environ["PREFECT_API_URL"] = api_url
     os.environ["PREFECT_HOME"] = str(home)
+    refresh_global_settings_context()  # Prefect reads its settings once, at import
     try:
         yield api_url
     finally:
@@ -76,15 +80,25 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        refresh_global_settings_context()
+
+
+@pytest.fixture(scope="session")
+def demo_services() -> Iterator[tuple[DemoWorld, str]]:
+    """Simulated Plex, Tautulli, Sonarr, Radarr and Overseerr (the demo world) on one loopback port."""
+    world = build_world(seed=7, movies=40, shows=3, plays=60)
+    with serve_in_thread(create_demo_app(world)) as base_url:
+        yield world, base_url
 
 
 @pytest.fixture(scope="session")
 def prefect_deployments(
-    prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory
+    prefect_api_url: str, demo_services: tuple[DemoWorld, str], tmp_path_factory: pytest.TempPathFactory
 ) -> prefect_stack.PrefectStack:
     """The `smartplex` process pool and every deployment of prefect.yaml on the test server (once).
 
-    Flow runs get SMARTPLEX_DATABASE_URL = a migrated SQLite file of their own (`.database_url`).
+    Flow runs get SMARTPLEX_DATABASE_URL = a migrated SQLite file of their own (`.database_url`), and
+    the settings that point them at the demo services.
     """
     root = tmp_path_factory.mktemp("prefect-stack")
     database_url = f"sqlite:///{root / 'smartplex.db'}"
@@ -92,7 +106,12 @@ def prefect_deployments(
     migrate(engine)
     engine.dispose()
     env = prefect_stack.stack_env(
-        prefect_api_url, {"SMARTPLEX_DATABASE_URL": database_url, "SMARTPLEX_DATA_DIR": str(root)}
+        prefect_api_url,
+        {
+            "SMARTPLEX_DATABASE_URL": database_url,
+            "SMARTPLEX_DATA_DIR": str(root),
+            **service_env(demo_services[1]),
+        },
     )
     stack = prefect_stack.PrefectStack(prefect_api_url, env, database_url)
     prefect_stack.create_work_pool(env)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from deployments.schedules import run_mirror_loop
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine
 from webhook_gateway.deps import Gateway
@@ -34,8 +35,6 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         if gateway.dispatcher is not None:
             # Picks up rows left undispatched by a previous run straight away.
             gateway.tasks.append(asyncio.create_task(gateway.dispatcher.run_forever(), name="dispatcher"))
-            from deployments.schedules import run_mirror_loop
-
             gateway.tasks.append(asyncio.create_task(run_mirror_loop(engine), name="schedule-mirror"))
         try:
             yield
