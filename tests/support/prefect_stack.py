@@ -11,11 +11,16 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.schedules import IntervalSchedule
 
 from deployments.processes import VENV_BIN, prefect_env, spawn
+from deployments.schedules import PREFECT_YAML, load_defaults
+from smartplex_sync.models import Deployment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORK_POOL = "smartplex"
@@ -89,3 +94,20 @@ def start_worker(stack: PrefectStack, log_path: Path) -> subprocess.Popen[bytes]
     )
     wait_for_worker(stack.api_url, worker)
     return worker
+
+
+async def restore_default_schedules(client: PrefectClient) -> None:
+    """Every deployment's schedules back to what `prefect deploy --all` registered, without another deploy:
+    extra schedules deleted, the prefect.yaml one set to its interval and active flag."""
+    defaults = load_defaults(PREFECT_YAML.read_text())
+    for deployment in Deployment:
+        default = defaults[deployment.value]
+        found = await client.read_deployment_by_name(deployment.full_name)
+        for schedule in found.schedules:
+            if schedule.slug == default.slug:
+                interval = IntervalSchedule(interval=timedelta(seconds=default.interval_seconds))
+                await client.update_deployment_schedule(
+                    found.id, schedule.id, active=default.active, schedule=interval
+                )
+            else:
+                await client.delete_deployment_schedule(found.id, schedule.id)
