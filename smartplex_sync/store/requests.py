@@ -108,9 +108,12 @@ def requests_in_library(conn: Connection) -> list[RequestInLibrary]:
         ).order_by(overseerr_requests.c.request_id)
     ).all()
     ids = [row.media_item_id for row in rows if row.media_item_id is not None]
-    titles = dict(
-        conn.execute(select(media_items.c.id, media_items.c.title).where(media_items.c.id.in_(ids))).tuples()
-    )
+    titles = {
+        row.id: row.title
+        for row in conn.execute(
+            select(media_items.c.id, media_items.c.title).where(media_items.c.id.in_(ids))
+        )
+    }
     return [
         RequestInLibrary(
             request_id=row.request_id,

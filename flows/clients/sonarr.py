@@ -1,0 +1,54 @@
+"""Sonarr v3 API (also served by Sonarr v4): the series list and the system status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self
+
+from flows.clients._arr import ApiKeyClient, positive_int, required_settings, text_or_none
+from smartplex_sync.errors import PermanentServiceError
+from smartplex_sync.settings import Settings
+from smartplex_sync.store.arr import ArrItem
+
+
+def parse_series(raw: Mapping[str, Any]) -> ArrItem:
+    """One `/api/v3/series` entry (or a webhook's `series`) as an ArrItem; Sonarr writes 0 for unknown ids."""
+    series_id = positive_int(raw.get("id"))
+    if series_id is None:
+        raise PermanentServiceError("sonarr", f"a series without an id: {dict(raw)!r:.200}")
+    return ArrItem(
+        service="sonarr",
+        arr_id=series_id,
+        title=str(raw.get("title") or f"series {series_id}"),
+        tvdb_id=positive_int(raw.get("tvdbId")),
+        tmdb_id=positive_int(raw.get("tmdbId")),
+        imdb_id=text_or_none(raw.get("imdbId")),
+        path=text_or_none(raw.get("path")),
+    )
+
+
+def describe_status(status: Mapping[str, Any], base_url: str) -> str:
+    """One line for `doctor` from `/api/v3/system/status`."""
+    app = status.get("appName") or "Sonarr"
+    instance = status.get("instanceName")
+    name = app if not instance or instance == app else f"{app} '{instance}'"
+    return f"{name} {status.get('version', '?')} at {base_url}: API key accepted"
+
+
+class SonarrClient(ApiKeyClient):
+    service = "sonarr"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        url, key = required_settings(settings, "sonarr")
+        return cls(url, key, timeout=settings.http_timeout_seconds)
+
+    def series(self) -> list[ArrItem]:
+        data = self.get_json("/api/v3/series")
+        if not isinstance(data, list):
+            raise PermanentServiceError(self.service, "/api/v3/series did not answer a list")
+        return [parse_series(raw) for raw in data]
+
+    def check(self) -> str:
+        """Raise ServiceError unless Sonarr answers with this key; else describe it in one line."""
+        return describe_status(self.get_json("/api/v3/system/status"), self.base_url)

@@ -1,0 +1,211 @@
+"""A Radarr simulator: `/api/v3/movie` and `/api/v3/system/status` with X-Api-Key auth, and Radarr's
+Download webhook (v5) sent the way Radarr sends it. `app.state.controls`, `app.state.movies`."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, HTTPException
+
+from simulators._arr import Controls, install_controls, send_arr_webhook
+
+RADARR_VERSION = "5.28.0.10274"
+_WORDS = [
+    "Grand",
+    "Budapest",
+    "Midnight",
+    "Express",
+    "Silent",
+    "River",
+    "Paper",
+    "Tigers",
+    "Crimson",
+    "Tide",
+    "Last",
+    "Orbit",
+    "Hollow",
+    "Crown",
+    "Velvet",
+    "Storm",
+    "Northern",
+    "Lights",
+    "Open",
+    "Road",
+    "Glass",
+    "Castle",
+]
+
+
+def generate_movies(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`count` movies as `/api/v3/movie` returns them, ids 1..count, unique tmdb ids, from `seed`."""
+    rng = random.Random(seed)
+    tmdb_ids = rng.sample(range(10_000, 900_000), count)
+    movies = []
+    for index in range(count):
+        movie_id = index + 1
+        title = f"{rng.choice(_WORDS)} {rng.choice(_WORDS)} {movie_id}"
+        year = rng.randint(1970, 2024)
+        folder = f"/movies/{title} ({year})"
+        has_file = index % 6 != 5
+        movie: dict[str, Any] = {
+            "title": title,
+            "originalTitle": title,
+            "originalLanguage": {"id": 1, "name": "English"},
+            "sortTitle": title.lower(),
+            "sizeOnDisk": 8_000_000_000 if has_file else 0,
+            "status": "released",
+            "overview": f"All about {title}.",
+            "inCinemas": f"{year}-05-01T00:00:00Z",
+            "images": [{"coverType": "poster", "url": f"/MediaCover/{movie_id}/poster.jpg"}],
+            "website": "",
+            "year": year,
+            "hasFile": has_file,
+            "youTubeTrailerId": "",
+            "studio": "Simulated Pictures",
+            "path": folder,
+            "qualityProfileId": 1,
+            "monitored": True,
+            "minimumAvailability": "released",
+            "isAvailable": True,
+            "folderName": folder,
+            "runtime": rng.randint(80, 180),
+            "cleanTitle": title.lower().replace(" ", ""),
+            "tmdbId": tmdb_ids[index],
+            "titleSlug": str(tmdb_ids[index]),
+            "rootFolderPath": "/movies/",
+            "genres": ["Drama"],
+            "tags": [],
+            "added": "2024-01-01T00:00:00Z",
+            "ratings": {"tmdb": {"votes": rng.randint(10, 9000), "value": round(rng.uniform(5, 9), 1)}},
+            "popularity": round(rng.uniform(1, 100), 3),
+            "statistics": {"movieFileCount": int(has_file), "sizeOnDisk": 8_000_000_000 if has_file else 0},
+            "id": movie_id,
+        }
+        if index % 4 != 3:
+            movie["imdbId"] = f"tt{rng.randint(100_000, 9_999_999):07d}"
+        if has_file:
+            movie["movieFile"] = {
+                "movieId": movie_id,
+                "relativePath": f"{title} ({year}) Bluray-1080p.mkv",
+                "path": f"{folder}/{title} ({year}) Bluray-1080p.mkv",
+                "size": 8_000_000_000,
+                "dateAdded": "2024-01-02T00:00:00Z",
+                "quality": {"quality": {"id": 7, "name": "Bluray-1080p"}, "revision": {"version": 1}},
+                "indexerFlags": 0,
+                "id": movie_id * 10,
+            }
+        movies.append(movie)
+    return movies
+
+
+def create_radarr_app(
+    movies: Sequence[dict[str, Any]] | None = None,
+    *,
+    api_key: str = "radarr-api-key",
+    count: int = 25,
+    seed: int = 0,
+    failure_rate: float = 0.0,
+    latency: float = 0.0,
+) -> FastAPI:
+    """The simulator as an ASGI app; `movies` defaults to `generate_movies(count, seed)`."""
+    app = FastAPI(title="Radarr simulator")
+    controls = Controls(api_key=api_key, seed=seed, failure_rate=failure_rate, latency_seconds=latency)
+    app.state.controls = controls
+    app.state.movies = list(movies) if movies is not None else generate_movies(count, seed)
+    install_controls(app, controls, public_paths=frozenset({"/ping"}))
+
+    @app.get("/ping")
+    def ping() -> dict[str, str]:
+        return {"status": "OK"}
+
+    @app.get("/api/v3/system/status")
+    def system_status() -> dict[str, Any]:
+        return {
+            "appName": "Radarr",
+            "instanceName": "Radarr",
+            "version": RADARR_VERSION,
+            "isDocker": True,
+            "osName": "ubuntu",
+            "branch": "master",
+            "authentication": "forms",
+            "urlBase": "",
+            "runtimeName": ".NET",
+        }
+
+    @app.get("/api/v3/movie")
+    def all_movies() -> list[dict[str, Any]]:
+        return app.state.movies
+
+    @app.get("/api/v3/movie/{movie_id}")
+    def one_movie(movie_id: int) -> dict[str, Any]:
+        for movie in app.state.movies:
+            if movie["id"] == movie_id:
+                return movie
+        raise HTTPException(404, detail="NotFound")
+
+    return app
+
+
+def download_payload(movie: dict[str, Any], *, is_upgrade: bool = False) -> dict[str, Any]:
+    """A Download webhook for `movie`, as Radarr v5 builds it."""
+    ids = {"tmdbId": movie.get("tmdbId", 0), "imdbId": movie.get("imdbId")}
+    return {
+        "movie": {
+            "id": movie["id"],
+            "title": movie["title"],
+            "year": movie.get("year", 0),
+            "releaseDate": f"{movie.get('year', 1970)}-07-31",
+            "folderPath": movie.get("path"),
+            **ids,
+            "overview": movie.get("overview"),
+            "genres": movie.get("genres", []),
+            "images": movie.get("images", []),
+            "tags": [],
+            "originalLanguage": movie.get("originalLanguage"),
+        },
+        "remoteMovie": {**ids, "title": movie["title"], "year": movie.get("year", 0)},
+        "movieFile": {
+            "id": movie["id"] * 10,
+            "relativePath": f"{movie['title']} Bluray-1080p.mkv",
+            "path": f"{movie.get('path')}/{movie['title']} Bluray-1080p.mkv",
+            "quality": "Bluray-1080p",
+            "qualityVersion": 1,
+            "indexerFlags": "0",
+            "size": 8_000_000_000,
+        },
+        "isUpgrade": is_upgrade,
+        "downloadClient": "qBittorrent",
+        "downloadClientType": "qBittorrent",
+        "downloadId": f"{movie['id']:040X}",
+        "release": {
+            "releaseTitle": movie["title"].replace(" ", "."),
+            "indexer": "Sim",
+            "size": 0,
+            "indexerFlags": [],
+        },
+        "eventType": "Download",
+        "instanceName": "Radarr",
+        "applicationUrl": "",
+    }
+
+
+def send_download(
+    url: str,
+    movie: dict[str, Any],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST a Download webhook for `movie` to `url`, exactly as Radarr would."""
+    return send_arr_webhook(
+        url,
+        download_payload(movie),
+        user_agent=f"Radarr/{RADARR_VERSION} (ubuntu 22.04)",
+        username=username,
+        password=password,
+        headers=headers,
+    )
