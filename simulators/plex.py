@@ -185,9 +185,9 @@ def create_plex_app(
     def server_container() -> dict[str, Any]:
         return {
             "size": 0,
-            "machineIdentifier": library.machine_identifier,
-            "version": library.version,
-            "friendlyName": library.friendly_name,
+            "machineIdentifier": state.library.machine_identifier,
+            "version": state.library.version,
+            "friendlyName": state.library.friendly_name,
             "claimed": True,
         }
 
@@ -203,7 +203,7 @@ def create_plex_app(
 
     @app.get("/library/sections")
     async def sections(request: Request) -> Response:
-        directories = [library.section_json(s) for s in library.sections.values()]
+        directories = [state.library.section_json(s) for s in state.library.sections.values()]
         return _answer(
             request,
             {
@@ -216,7 +216,7 @@ def create_plex_app(
 
     @app.get("/library/sections/{section_id}/all")
     async def section_all(request: Request, section_id: int) -> Response:
-        section = library.sections.get(section_id)
+        section = state.library.sections.get(section_id)
         if section is None:
             return Response("Not Found", status_code=404)
         type_param = request.query_params.get("type")
@@ -224,7 +224,8 @@ def create_plex_app(
         if type_name not in SECTION_TYPES[section.type]:
             return Response("Bad Request", status_code=400)
         items = _sorted(
-            _filtered(library.section_items(section_id, type_name), request), request.query_params.get("sort")
+            _filtered(state.library.section_items(section_id, type_name), request),
+            request.query_params.get("sort"),
         )
         start, size = _paging(request)
         page = items[start:] if size is None else items[start : start + size]
@@ -242,7 +243,7 @@ def create_plex_app(
         }
         if page:
             container["Metadata"] = [
-                library.to_json(i, include_guids=include_guids, include_section=False) for i in page
+                state.library.to_json(i, include_guids=include_guids, include_section=False) for i in page
             ]
         return _answer(request, container)
 
@@ -250,23 +251,23 @@ def create_plex_app(
         container: dict[str, Any] = {"size": len(items), "identifier": "com.plexapp.plugins.library"}
         if items:
             container["Metadata"] = [
-                library.to_json(i, include_guids=True, include_section=True) for i in items
+                state.library.to_json(i, include_guids=True, include_section=True) for i in items
             ]
         return container
 
     @app.get("/library/metadata/{rating_key}")
     async def metadata(request: Request, rating_key: int) -> Response:
-        item = library.items.get(rating_key)
-        if item is None or not library.sections[item.section_id].mounted:
+        item = state.library.items.get(rating_key)
+        if item is None or not state.library.sections[item.section_id].mounted:
             return Response("Not Found", status_code=404)
         return _answer(request, metadata_container([item]))
 
     @app.get("/library/metadata/{rating_key}/children")
     async def children(request: Request, rating_key: int) -> Response:
-        item = library.items.get(rating_key)
-        if item is None or not library.sections[item.section_id].mounted:
+        item = state.library.items.get(rating_key)
+        if item is None or not state.library.sections[item.section_id].mounted:
             return Response("Not Found", status_code=404)
-        return _answer(request, metadata_container(library.children(rating_key)))
+        return _answer(request, metadata_container(state.library.children(rating_key)))
 
     return app
 
