@@ -1,8 +1,9 @@
 """Plex Media Server webhooks: the JSON of the multipart `payload` part.
 
 - `library.new` syncs the library section the item was added to, by `Metadata.librarySectionID`
-  (never by section title, which users rename). An item without a section (streaming items from
-  `tv.plex.provider.vod`, or a payload without `Metadata`) is ignored with a note.
+  (never by section title, which users rename). Without a section but with a `ratingKey` (the seed
+  guide's curl example) it syncs that one item. Streaming items from `tv.plex.provider.vod` and payloads
+  without `Metadata` are ignored with a note.
 - `media.scrobble` (watched past 90%) asks for a Tautulli sync of the last 7 days: Tautulli, not Plex,
   keeps the watch history.
 - Every other event (playback, ratings, on deck, admin.*, device.new, playback.started) is ignored.
@@ -23,11 +24,15 @@ from ._common import event_name, optional_int, optional_object, optional_str, re
 WATCH_HISTORY_DAYS = 7
 
 
+STREAMING_SERVER = "tv.plex.provider.vod"
+
+
 @dataclass(frozen=True)
 class _NewItem:
-    """What `library.new` needs: the item's section, and the server uuid to explain a missing one."""
+    """What `library.new` needs: the item's section, else its ratingKey, and the server it came from."""
 
     section_id: int | None
+    rating_key: str | None
     server_uuid: str | None
 
 
@@ -48,11 +53,16 @@ def _read_new_item(delivery: dict[str, Any], event: str) -> _NewItem:
     server = optional_object(delivery, "Server", event) or {}
     return _NewItem(
         section_id=optional_int(metadata, "librarySectionID", event, where="Metadata."),
+        rating_key=optional_str(metadata, "ratingKey", event, where="Metadata."),
         server_uuid=optional_str(server, "uuid", event, where="Server."),
     )
 
 
 def _library_new(item: _NewItem, event: str) -> ParsedDelivery:
+    if item.section_id is None and item.rating_key and item.server_uuid != STREAMING_SERVER:
+        # No section (the seed guide's curl example): sync just that item; the flow finds its section.
+        parameters = {"rating_key": item.rating_key, "mode": "incremental"}
+        return ParsedDelivery(event, (SyncRequest(Deployment.PLEX_LIBRARY_SYNC, parameters),))
     if item.section_id is None:
         origin = f" (server {item.server_uuid})" if item.server_uuid else ""
         note = f"no Metadata.librarySectionID{origin}: not a library item, nothing to sync"
