@@ -87,7 +87,9 @@ def overseerr_sync(
     settings = get_settings()
     if requests is not None:
         items, requests_made, source = requests_from_parameters(requests), 0, "webhook"
+        run_logger().info("%d requests from a webhook; Overseerr is not called", len(items))
     else:
+        run_logger().info("full sync: reading every request from Overseerr, %d a page", page_size)
         with OverseerrClient.from_settings(settings) as client:
             items = fetch_all(client, page_size)
             requests_made, source = client.requests_made, "/api/v1/request"

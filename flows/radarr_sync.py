@@ -33,7 +33,9 @@ def radarr_sync(movies: list[dict[str, Any]] | None = None) -> RunReport:
     settings = get_settings()
     if movies is not None:
         items, requests_made, source = items_from_parameters("radarr", movies), 0, "webhook"
+        run_logger().info("%d movies from a webhook; Radarr is not called", len(items))
     else:
+        run_logger().info("full sync: reading every movie from Radarr")
         with RadarrClient.from_settings(settings) as client:
             items = fetch_movies(client)
             requests_made, source = client.requests_made, "/api/v3/movie"

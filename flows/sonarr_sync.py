@@ -34,7 +34,9 @@ def sonarr_sync(series: list[dict[str, Any]] | None = None) -> RunReport:
     settings = get_settings()
     if series is not None:
         items, requests_made, source = items_from_parameters("sonarr", series), 0, "webhook"
+        run_logger().info("%d series from a webhook; Sonarr is not called", len(items))
     else:
+        run_logger().info("full sync: reading every series from Sonarr")
         with SonarrClient.from_settings(settings) as client:
             items = fetch_series(client)
             requests_made, source = client.requests_made, "/api/v3/series"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prefect.artifacts import Artifact
 from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
 from sqlalchemy import Connection, Engine, select
 
@@ -24,10 +26,8 @@ SERVICES = ("SONARR", "RADARR", "OVERSEERR")
 
 @pytest.fixture(autouse=True)
 def settings(monkeypatch: pytest.MonkeyPatch, database_url: str, prefect_api_url: str) -> Iterator[None]:
-    """Point the flows at the test database and Prefect server; no service configured until a test says so.
-
-    Prefect read its settings when it was imported, so the server's URL goes in through
-    `temporary_settings` (the environment variable alone would start an ephemeral server)."""
+    """Point the flows at the test database and the test Prefect server, without the warning Prefect
+    gives for task logs outside a flow run (`.fn()` calls); no service configured until a test says so."""
     monkeypatch.setenv("SMARTPLEX_DATABASE_URL", database_url)
     for service in SERVICES:
         monkeypatch.delenv(f"SMARTPLEX_{service}_URL", raising=False)
@@ -89,6 +89,10 @@ def test_full_sonarr_sync_links_what_both_sides_have(monkeypatch: pytest.MonkeyP
     assert report.notes["library rows unknown to the service"] == 1
     assert sorted(report.unmatched_titles) == sorted(s["title"] for s in series[4:])
     assert report.requests_made == app.state.controls.requests_made == 1
+    artifact = Artifact.get("sonarr-sync")
+    assert artifact is not None and artifact.description == report.summary()
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert {"metric": "matched in library", "value": 4} in table
 
     # Sonarr drops a series: the next full run unlinks it.
     app.state.series = series[1:]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 
+from flows._arr import RunReport
 from flows.clients.overseerr import OverseerrClient, parse_request
 from flows.clients.radarr import RadarrClient, parse_movie
 from flows.clients.sonarr import SonarrClient, parse_series
@@ -18,7 +19,7 @@ from simulators import overseerr as overseerr_sim
 from simulators import radarr as radarr_sim
 from simulators import sonarr as sonarr_sim
 from simulators.serving import serve_in_thread
-from smartplex_sync.errors import ConfigurationError, PermanentServiceError
+from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
 from smartplex_sync.settings import Settings
 from smartplex_sync.store.arr import ArrItem
 
@@ -172,3 +173,22 @@ def test_overseerr_notification_uses_the_default_template(capture: tuple[str, li
         None,
         "",
     )
+
+
+def test_injected_failures_and_latency_are_counted() -> None:
+    app = radarr_sim.create_radarr_app(count=1, failure_rate=1.0, latency=0.05)
+    app.state.controls.failure_status = 502
+    with serve_in_thread(app) as url, RadarrClient(url, "radarr-api-key") as client:
+        with pytest.raises(TransientServiceError) as failure:
+            client.movies()
+        app.state.controls.failure_rate = 0.0
+        assert len(client.movies()) == 1
+    assert (failure.value.status_code, app.state.controls.requests_made) == (502, 2)
+
+
+def test_report_rows_list_a_bounded_number_of_unmatched_titles() -> None:
+    titles = [f"t{i}" for i in range(25)]
+    report = RunReport("radarr-sync", "/api/v3/movie", 30, 5, 25, 5, 1, 0.123, titles, {"removed": 0})
+    rows = {row["metric"]: row["value"] for row in report.rows()}
+    assert (rows["not in library"], rows["removed"], rows["seconds"]) == (25, 0, 0.12)
+    assert rows["not in library (titles)"].endswith("t19 … +5")
