@@ -316,3 +316,36 @@ def test_no_input_produces_a_5xx_and_every_delivery_gets_a_row(
     assert response.headers["content-type"].startswith("application/json")
     assert row_count(engine) == before + 1
     assert response.json()["id"] == rows(engine)[-1]["id"]
+
+
+def test_sync_status_shows_each_services_schedule(gateway: str) -> None:
+    services = httpx.get(f"{gateway}/api/sync/status").json()["services"]
+    assert {name: (s["interval_hours"], s["enabled"]) for name, s in services.items()} == {
+        "plex": (12, True),
+        "tautulli": (6, True),
+        "sonarr": (24, False),
+        "radarr": (24, False),
+        "overseerr": (6, False),
+    }
+    assert services["plex"]["deployment"] == "plex-library-sync"
+
+
+def test_a_failed_run_shows_on_the_deliveries_it_served_until_it_completes(engine: Engine) -> None:
+    from smartplex_sync.models import Deployment, SyncRequest
+    from smartplex_sync.store import webhooks
+
+    request = SyncRequest(Deployment.TAUTULLI_SYNC, {"days": 7})
+    ids = [
+        webhooks.record(
+            engine, source="plex", event_type="media.scrobble", payload={}, action="x", requests=[request]
+        )
+        for _ in range(2)
+    ]
+    for delivery_id in ids:
+        webhooks.mark_dispatched(engine, delivery_id, [{**request.to_json(), "flow_run_id": "run-1"}])
+    assert webhooks.record_run_failure(engine, "run-1", "tautulli: GET /api/v2 answered 401") == 2
+    assert {r["error_message"] for r in rows(engine)} == {
+        "flow run failed: tautulli: GET /api/v2 answered 401"
+    }
+    assert webhooks.clear_run_failure(engine, "run-1") == 2
+    assert {r["error_message"] for r in rows(engine)} == {None}

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Action, ParsedDelivery, Source
-from smartplex_sync.store import webhooks
+from smartplex_sync.store import schedules, webhooks
 from webhook_gateway import sources
 from webhook_gateway.auth import is_authorized
 from webhook_gateway.deps import Gateway, GatewayDep
@@ -163,6 +163,27 @@ Authorized = Annotated[None, Depends(require_token)]
 @router.get("/api/webhooks/status", tags=["status"], summary="Deliveries per source and the latest ones")
 async def webhook_status(gateway: GatewayDep, _: Authorized, limit: int = 20) -> dict[str, Any]:
     return await run_in_threadpool(webhooks.summary, gateway.engine, recent=max(1, min(limit, 200)))
+
+
+@router.get("/api/sync/status", tags=["status"], summary="Each service's schedule and its last run")
+async def sync_status(gateway: GatewayDep, _: Authorized) -> dict[str, Any]:
+    """`sync_schedule` as the mirror last saw Prefect: interval, enabled, next and last run, last error."""
+    rows = await run_in_threadpool(schedules.read_schedules, gateway.engine)
+    fields = (
+        "deployment",
+        "enabled",
+        "interval_hours",
+        "next_run_at",
+        "last_run_at",
+        "last_status",
+        "last_error",
+    )
+    return {
+        "services": {
+            row.service: {name: getattr(row, name) for name in (*fields, "run_count")} for row in rows
+        },
+        "mirrored_at": max((row.mirrored_at for row in rows if row.mirrored_at), default=None),
+    }
 
 
 @router.get("/healthz", tags=["status"], summary="Liveness and database reachability")

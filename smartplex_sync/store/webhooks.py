@@ -152,6 +152,19 @@ def record_run_failure(engine: Engine, flow_run_id: str, message: str) -> int:
         ).rowcount
 
 
+def clear_run_failure(engine: Engine, flow_run_id: str) -> int:
+    """A run (or its retry) completed: drop the failure `record_run_failure` wrote for it."""
+    with engine.begin() as conn:
+        return conn.execute(
+            update(webhook_log)
+            .where(
+                webhook_log.c.flow_run_id == flow_run_id,
+                webhook_log.c.error_message.like("flow run failed:%"),
+            )
+            .values(error_message=None)
+        ).rowcount
+
+
 def summary(engine: Engine, *, recent: int = 20) -> dict[str, Any]:
     """Counts per source and the most recent deliveries, for the status endpoint. Never the payloads."""
     with engine.connect() as conn:
