@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from sqlalchemy import Engine, text
 
+from deployments.processes import free_port
 from deployments.schedules import (
     PREFECT_YAML,
     hours_from_seconds,
     load_defaults,
     merge_field,
     reconcile,
+    run_mirror_loop,
 )
 from smartplex_sync.store.schedules import RunHistory, ScheduleRow, read_schedules, write_mirror
 from tests.conftest import both_backends
@@ -147,3 +154,28 @@ def test_mirror_write_keeps_an_admin_edit_made_meanwhile(engine: Engine) -> None
     assert not write_mirror(engine, plex, enabled=True, interval_hours=12, history=RunHistory())
     after = next(r for r in read_schedules(engine) if r.service == "plex")
     assert (after.enabled, after.synced_enabled) == (False, None)
+
+
+def test_mirror_loop_survives_prefect_being_down(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> bool:
+        task = asyncio.create_task(run_mirror_loop(engine, interval_seconds=0.2))
+        deadline = asyncio.get_running_loop().time() + 60
+        # Two failed ticks: the first failure did not end the loop.
+        while (
+            caplog.text.count("sync_schedule mirror failed") < 2
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            await asyncio.sleep(0.1)
+        alive = not task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return alive
+
+    caplog.set_level(logging.WARNING, logger="deployments.schedules")
+    with temporary_settings(
+        {PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api", PREFECT_CLIENT_MAX_RETRIES: 0}
+    ):
+        assert asyncio.run(scenario())
+    assert caplog.text.count("sync_schedule mirror failed") >= 2
+    assert all(r.synced_enabled is None for r in read_schedules(engine))  # nothing written
