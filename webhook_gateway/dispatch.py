@@ -102,20 +102,26 @@ class Dispatcher:
     async def dispatch_due(self) -> int:
         """Dispatch every due row; return how many deliveries were fully dispatched."""
         done = 0
+        runs_by_key: dict[str, UUID] = {}  # a burst's deliveries share a key: ask Prefect once per key
         async with self._client_factory() as client:
             while deliveries := await to_thread.run_sync(lambda: webhooks.claim_pending(self.engine)):
                 for delivery in deliveries:
-                    done += await self._dispatch(client, delivery)
+                    done += await self._dispatch(client, delivery, runs_by_key)
                 if len(deliveries) < 100:
                     break
         return done
 
-    async def _dispatch(self, client: PrefectClient, delivery: PendingDelivery) -> bool:
+    async def _dispatch(
+        self, client: PrefectClient, delivery: PendingDelivery, runs_by_key: dict[str, UUID]
+    ) -> bool:
         requests = [dict(r) for r in delivery.requests]
         try:
             for index, request in enumerate(requests):
                 if not request.get("flow_run_id"):
-                    request["flow_run_id"] = str(await self._create_run(client, delivery, index))
+                    plan = plan_run(delivery, index, self.coalesce_seconds)
+                    if plan.idempotency_key not in runs_by_key:
+                        runs_by_key[plan.idempotency_key] = await self._create_run(client, plan)
+                    request["flow_run_id"] = str(runs_by_key[plan.idempotency_key])
         except Exception as exc:
             self._deployment_ids.clear()  # a redeployed deployment has a new id
             retry_at = utcnow() + backoff(delivery.attempts)
@@ -128,8 +134,7 @@ class Dispatcher:
         await to_thread.run_sync(webhooks.mark_dispatched, self.engine, delivery.id, requests)
         return True
 
-    async def _create_run(self, client: PrefectClient, delivery: PendingDelivery, index: int) -> UUID:
-        plan = plan_run(delivery, index, self.coalesce_seconds)
+    async def _create_run(self, client: PrefectClient, plan: RunPlan) -> UUID:
         run = await client.create_flow_run_from_deployment(
             await self._deployment_id(client, plan.deployment),
             parameters=plan.parameters,
