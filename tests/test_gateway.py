@@ -349,3 +349,23 @@ def test_a_failed_run_shows_on_the_deliveries_it_served_until_it_completes(engin
     }
     assert webhooks.clear_run_failure(engine, "run-1") == 2
     assert {r["error_message"] for r in rows(engine)} == {None}
+
+
+def test_replay_records_a_new_delivery_from_the_stored_payload(gateway: str, engine: Engine) -> None:
+    original = httpx.post(f"{gateway}/api/webhooks/radarr", json=fixture("radarr", "download"))
+    replayed = httpx.post(f"{gateway}/api/webhooks/{original.json()['id']}/replay")
+    assert replayed.status_code == 202, replayed.text
+    body = replayed.json()
+    assert body["id"] != original.json()["id"]
+    assert body["sync_requests"] == original.json()["sync_requests"]
+    assert body["note"].startswith(f"replay of webhook {original.json()['id']}")
+    first, second = rows(engine)
+    assert second["payload"] == first["payload"] and second["processed"] is False
+
+
+def test_replay_refuses_what_cannot_be_replayed(gateway: str) -> None:
+    broken = httpx.post(
+        f"{gateway}/api/webhooks/sonarr", content=b"{", headers={"Content-Type": "application/json"}
+    )
+    assert httpx.post(f"{gateway}/api/webhooks/{broken.json()['id']}/replay").status_code == 409
+    assert httpx.post(f"{gateway}/api/webhooks/999/replay").status_code == 404

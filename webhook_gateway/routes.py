@@ -87,6 +87,13 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
     if error is not None:
         return _reject(row_id, error)
     assert parsed is not None
+    return _accept(gateway, row_id, source, parsed, parsed.note)
+
+
+def _accept(
+    gateway: Gateway, row_id: int, source: Source, parsed: ParsedDelivery, note: str | None
+) -> JSONResponse:
+    """Wake the dispatcher if there is something to dispatch, and answer 202."""
     if parsed.requests:
         gateway.dispatcher_notify()
     accepted = WebhookAccepted(
@@ -95,7 +102,7 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
         event_type=parsed.event_type,
         action=parsed.action_label,
         sync_requests=[r.to_json() for r in parsed.requests],
-        note=parsed.note,
+        note=note,
     )
     return JSONResponse(accepted.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
@@ -158,6 +165,36 @@ def require_token(request: Request, gateway: GatewayDep) -> None:
 
 
 Authorized = Annotated[None, Depends(require_token)]
+
+
+@router.post(
+    "/api/webhooks/{webhook_id}/replay",
+    tags=["webhooks"],
+    summary="Replay a recorded delivery",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookAccepted,
+    responses={404: {"model": WebhookError}, 409: {"model": WebhookError}},
+)
+async def replay(webhook_id: int, gateway: GatewayDep, _: Authorized) -> JSONResponse:
+    """Parse a stored delivery again with today's parsers and record it as a new delivery (which the
+    dispatcher then turns into flow runs). For deliveries rejected by a since-fixed parser, or to re-run
+    the syncs a delivery asked for."""
+    original = await run_in_threadpool(webhooks.get, gateway.engine, webhook_id)
+    if original is None:
+        return _reject(None, PayloadError(f"no webhook {webhook_id}", 404))
+    payload = original["payload"]
+    if payload is None or (isinstance(payload, dict) and set(payload) == {"raw"}):
+        return _reject(
+            webhook_id, PayloadError(f"webhook {webhook_id} has no readable payload to replay", 409)
+        )
+    source = Source(original["source"])
+    try:
+        parsed = sources.parse(source, payload)
+    except PayloadError as exc:
+        return _reject(webhook_id, exc)
+    row_id = await _record(gateway, source, payload, parsed, None)
+    note = f"replay of webhook {webhook_id}" + (f"; {parsed.note}" if parsed.note else "")
+    return _accept(gateway, row_id, source, parsed, note)
 
 
 @router.get("/api/webhooks/status", tags=["status"], summary="Deliveries per source and the latest ones")

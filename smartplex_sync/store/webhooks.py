@@ -64,6 +64,13 @@ def record(
         ).scalar_one()
 
 
+def get(engine: Engine, delivery_id: int) -> dict[str, Any] | None:
+    """One delivery, payload included (for replay), or None."""
+    with engine.connect() as conn:
+        row = conn.execute(select(webhook_log).where(webhook_log.c.id == delivery_id)).one_or_none()
+    return row._asdict() if row else None
+
+
 def claim_pending(engine: Engine, *, limit: int = 100, lease_seconds: float = 60) -> list[PendingDelivery]:
     """Take up to `limit` undispatched deliveries that are due, oldest first.
 
