@@ -1,0 +1,164 @@
+"""`tautulli-sync`: Tautulli watch history → `watch_history`, then the play totals of every touched item.
+
+Two modes: a window (`days`, 7 by default; 0 = all history, for a first backfill) for the schedule, and
+one item (`rating_key`) for Tautulli's Playback Stop / Watched webhooks. Plays are upserted by
+Tautulli's row id and totals recomputed from all stored plays, so a short window never lowers lifetime
+totals and running a sync twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+
+from flows._retry import NETWORK_RETRIES
+from flows.clients.tautulli import TautulliClient, TautulliServer, history_after
+from smartplex_sync.errors import PermanentServiceError
+from smartplex_sync.settings import get_settings
+from smartplex_sync.store import get_engine, utcnow
+from smartplex_sync.store.history import UpsertCounts, refresh_play_totals, upsert_plays
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    plays: UpsertCounts
+    items_refreshed: int
+
+
+def _blank_to_none(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _int(value: Any, default: int | None = 0) -> int | None:
+    if value is None or value == "":
+        return default
+    return round(float(value))
+
+
+def _epoch(value: Any) -> datetime | None:
+    seconds = _int(value, None)
+    return datetime.fromtimestamp(seconds, UTC) if seconds else None
+
+
+def watch_row(row: Mapping[str, Any], server_id: str | None) -> dict[str, Any]:
+    """A `watch_history` row from one get_history row (ids as text, epoch seconds as UTC datetimes)."""
+    try:
+        row_id = int(row.get("row_id", row.get("id")))  # type: ignore[arg-type]
+        rating_key = str(int(row["rating_key"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PermanentServiceError(
+            "tautulli", f"get_history row without row_id/rating_key: {exc!r}"
+        ) from exc
+    watched_status = row.get("watched_status")
+    return {
+        "tautulli_row_id": row_id,
+        "server_id": server_id,
+        "rating_key": rating_key,
+        "parent_rating_key": _blank_to_none(row.get("parent_rating_key")),
+        "grandparent_rating_key": _blank_to_none(row.get("grandparent_rating_key")),
+        "user_id": _int(row.get("user_id"), None),
+        "user_name": _blank_to_none(row.get("user")),
+        "media_type": _blank_to_none(row.get("media_type")),
+        "title": _blank_to_none(row.get("title")),
+        "full_title": _blank_to_none(row.get("full_title")),
+        "started_at": _epoch(row.get("started")),
+        "stopped_at": _epoch(row.get("stopped")),
+        "duration_seconds": _int(row.get("play_duration", row.get("duration"))),
+        "paused_seconds": _int(row.get("paused_counter")),
+        "percent_complete": _int(row.get("percent_complete")),
+        "watched_status": None if watched_status in (None, "") else float(watched_status),
+        "platform": _blank_to_none(row.get("platform")),
+        "player": _blank_to_none(row.get("player")),
+    }
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run logger inside a flow or task run; a module logger when the flow body is called directly."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+@task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
+def fetch_server(client: TautulliClient) -> TautulliServer:
+    """The Plex server Tautulli watches: its machine identifier is watch_history.server_id."""
+    return client.server_info()
+
+
+@task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
+def fetch_history(client: TautulliClient, after: date | None, rating_key: str | None) -> list[dict[str, Any]]:
+    logger = get_run_logger()
+
+    def progress(fetched: int, total: int) -> None:
+        logger.info("Fetched %d of %d plays", fetched, total)
+
+    return client.get_history(after=after, rating_key=rating_key, progress=progress)
+
+
+@task(cache_policy=NO_CACHE)
+def store_plays(database_url: str, plays: Sequence[Mapping[str, Any]], server_id: str) -> StoreResult:
+    """Upsert the plays and recompute the totals of every item they touch, in one transaction."""
+    now = utcnow()
+    with get_engine(database_url).begin() as conn:
+        counts = upsert_plays(conn, plays, synced_at=now)
+        refreshed = refresh_play_totals(conn, server_id, {play["rating_key"] for play in plays}, now=now)
+    get_run_logger().info(
+        "Stored %d plays (%d new, %d updated, %d unchanged); refreshed the totals of %d media items",
+        len(plays),
+        counts.new,
+        counts.updated,
+        counts.unchanged,
+        refreshed,
+    )
+    return StoreResult(counts, refreshed)
+
+
+@flow(name="tautulli-sync")
+def tautulli_sync(days: int = 7, rating_key: str | None = None) -> dict[str, Any]:
+    """Sync the plays of the last `days` days (0: all history), or all plays of one item (`rating_key`)."""
+    if days < 0:
+        raise ValueError("days must be 0 (all history) or more")
+    settings = get_settings()
+    client = TautulliClient.from_settings(settings)  # ConfigurationError at once when not configured
+    logger = _logger()
+    began = time.monotonic()
+    after = None if rating_key is not None or days == 0 else history_after(datetime.now(UTC), days)
+    mode = (
+        f"item {rating_key}" if rating_key is not None else (f"last {days} days" if days else "all history")
+    )
+    with client:
+        server = fetch_server(client)
+        logger.info("Syncing %s from Tautulli (Plex server %s, after=%s)", mode, server.identifier, after)
+        rows = fetch_history(client, after, rating_key)
+        plays = [watch_row(row, server.identifier) for row in rows]
+        stored = store_plays(settings.sqlalchemy_url, plays, server.identifier)
+        requests = client.requests_made
+    summary = {
+        "mode": mode,
+        "after": after.isoformat() if after else None,
+        "server_id": server.identifier,
+        "plays_fetched": len(plays),
+        "new": stored.plays.new,
+        "updated": stored.plays.updated,
+        "unchanged": stored.plays.unchanged,
+        "items_refreshed": stored.items_refreshed,
+        "requests": requests,
+        "seconds": round(time.monotonic() - began, 2),
+    }
+    create_table_artifact(
+        key="tautulli-sync",
+        table=[{key.replace("_", " "): value for key, value in summary.items()}],
+        description=f"Tautulli sync ({mode}): plays fetched, written and the media items refreshed.",
+    )
+    logger.info("Tautulli sync done: %s", summary)
+    return summary
