@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from sqlalchemy import Engine
 
+from flows._hooks import STATE_HOOKS
 from flows._plex_items import SectionInfo, choose_sections, latest_change, to_row
 from flows._retry import NETWORK_RETRIES
 from flows.clients.plex import ItemsPage, PlexClient
@@ -197,7 +198,7 @@ def _totals(reports: list[SectionReport]) -> dict[str, Any]:
     return totals
 
 
-@flow(name="plex-library-sync")
+@flow(name="plex-library-sync", **STATE_HOOKS)
 def plex_library_sync(
     section_ids: list[int] | None = None,
     section_type: str | None = None,
