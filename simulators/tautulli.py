@@ -139,13 +139,13 @@ class TautulliHistory:
         """`plays` plays of `items` spread over the last `days` days; about one in ten resumes the
         previous session of the same user and item (so Tautulli's grouping would merge them)."""
         rng = random.Random(seed)
-        end = int((now or datetime.now(UTC)).timestamp()) - 3600
+        end = int((now or datetime.now(UTC)).timestamp()) - 3 * 3600  # every play over by `now`
         begin = end - int(days * 86400)
         history = cls(users=users)
         for _ in range(plays):
             percent = rng.randint(90, 100) if rng.random() < 0.6 else rng.randint(1, 89)
-            if history.plays and rng.random() < 0.1:
-                earlier = rng.choice(history.plays)
+            earlier = rng.choice(history.plays) if history.plays and rng.random() < 0.1 else None
+            if earlier is not None and earlier.stopped + 3600 <= end:
                 started = earlier.stopped + rng.randint(60, 3600)
                 history.add_play(
                     earlier.item,
@@ -164,7 +164,16 @@ class TautulliHistory:
             replace(p, row_id=renumber[p.row_id], reference_id=renumber[p.reference_id])
             for p in history.plays
         ]
+        history.last_row_id = len(history.plays)
         return history
+
+    def extend(self, newer: TautulliHistory) -> None:
+        """Append the plays of `newer` (e.g. generated for a later period) under the next row ids."""
+        offset = self.last_row_id
+        self.plays += [
+            replace(p, row_id=p.row_id + offset, reference_id=p.reference_id + offset) for p in newer.plays
+        ]
+        self.last_row_id = max((p.row_id for p in self.plays), default=0)
 
     def add_play(
         self,
