@@ -17,7 +17,10 @@ last mirror. Each field is decided on its own, so an SQL interval change and a p
   Prefect's UI; the overridden SQL edit is reported. `smartplex-sync schedules apply` is an admin asking
   for the table's values explicitly, so there **the table wins**;
 - never mirrored (`synced_*` NULL): the table cannot tell an edit from the seed, so Prefect wins in the
-  loop; `schedules apply` pushes the table.
+  loop; `schedules apply` pushes the table;
+- right after `prefect deploy --all` (every `make run`), which resets every schedule to prefect.yaml's
+  defaults: that reset is nobody's edit, so the table is pushed as it is (`mirror_once(restore=True)`),
+  and a stack restarted on the same data keeps its schedules.
 
 The row is written compare-and-set (`store.schedules.write_mirror`), so an UPDATE made while a mirror runs
 is not lost: it is picked up on the next one.
@@ -94,10 +97,17 @@ class FieldDecision(Generic[V]):
     conflict: bool = False  # both sides had changed
 
 
-def merge_field(table: T, synced: T | None, prefect: T | None, *, prefer_table: bool) -> FieldDecision[T]:
-    """The rule of the module docstring for one field. `prefect` None: Prefect has no such value (cron)."""
+def merge_field(
+    table: T, synced: T | None, prefect: T | None, *, prefer_table: bool, restore: bool = False
+) -> FieldDecision[T]:
+    """The rule of the module docstring for one field. `prefect` None: Prefect has no such value (cron).
+
+    `restore`: Prefect's value is `prefect.yaml`'s default, put back by a `prefect deploy`, not anybody's
+    edit, so the table (the last agreed value, or an admin's newer SQL edit) is pushed as it is."""
     if table == prefect:
         return FieldDecision(table)
+    if restore:
+        return FieldDecision(table, push=True)
     if synced is None:
         if prefer_table:
             return FieldDecision(table, push=True)
@@ -128,11 +138,17 @@ class Decision:
 
 
 def reconcile(
-    row: ScheduleRow, prefect_enabled: bool, prefect_hours: int | None, *, prefer_table: bool
+    row: ScheduleRow,
+    prefect_enabled: bool,
+    prefect_hours: int | None,
+    *,
+    prefer_table: bool,
+    restore: bool = False,
 ) -> Decision:
+    options = {"prefer_table": prefer_table, "restore": restore}
     return Decision(
-        merge_field(row.enabled, row.synced_enabled, prefect_enabled, prefer_table=prefer_table),
-        merge_field(row.interval_hours, row.synced_interval_hours, prefect_hours, prefer_table=prefer_table),
+        merge_field(row.enabled, row.synced_enabled, prefect_enabled, **options),
+        merge_field(row.interval_hours, row.synced_interval_hours, prefect_hours, **options),
     )
 
 
@@ -316,6 +332,7 @@ async def _mirror_row(
     row: ScheduleRow,
     defaults: dict[str, DefaultSchedule],
     prefer_table: bool,
+    restore: bool,
 ) -> ServiceOutcome:
     from prefect.exceptions import ObjectNotFound
 
@@ -332,7 +349,7 @@ async def _mirror_row(
             row.deployment,
             error=f"{deployment.full_name} is not deployed: run `prefect --no-prompt deploy --all`",
         )
-    decision = reconcile(row, side.active, side.interval_hours, prefer_table=prefer_table)
+    decision = reconcile(row, side.active, side.interval_hours, prefer_table=prefer_table, restore=restore)
     changes, conflicts = describe(row, decision)
     notes = []
     if side.other_schedules:
@@ -355,14 +372,19 @@ async def _mirror_row(
     return ServiceOutcome(row.service, row.deployment, changes, conflicts, notes)
 
 
-async def mirror_once(engine: Engine, client: PrefectClient, *, prefer_table: bool = False) -> MirrorReport:
+async def mirror_once(
+    engine: Engine, client: PrefectClient, *, prefer_table: bool = False, restore: bool = False
+) -> MirrorReport:
     """One pass over every `sync_schedule` row (see the module docstring for the rule).
 
-    `prefer_table=True` is `smartplex-sync schedules apply`: the table wins conflicts.
+    `prefer_table=True` is `smartplex-sync schedules apply`: the table wins conflicts. `restore=True` is
+    for right after `prefect deploy`, which resets every schedule to prefect.yaml's: the table wins outright.
     """
     rows = await asyncio.to_thread(read_schedules, engine)
     defaults = load_defaults(PREFECT_YAML.read_text())
-    return MirrorReport([await _mirror_row(engine, client, row, defaults, prefer_table) for row in rows])
+    return MirrorReport(
+        [await _mirror_row(engine, client, row, defaults, prefer_table, restore) for row in rows]
+    )
 
 
 async def run_mirror_loop(engine: Engine, interval_seconds: float = 30) -> None:

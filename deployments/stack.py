@@ -130,7 +130,7 @@ class Stack:
 
         async def apply() -> None:
             async with PrefectClient(api_url) as client:
-                report = await mirror_once(engine, client, prefer_table=True)
+                report = await mirror_once(engine, client, restore=True)
             for line in report.lines():
                 log.info("schedule %s", line)
 

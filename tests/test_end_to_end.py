@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from simulators import overseerr, plex, radarr, sonarr, tautulli
 from simulators.demo import DemoWorld, history_item
 from simulators.plex_library import MOVIE, SHOW
 from simulators.serving import serve_in_thread
+from smartplex_sync.migrate import migrate
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import make_engine
 from smartplex_sync.store.tables import media_items, overseerr_requests, watch_history, webhook_log
@@ -136,9 +138,13 @@ def test_every_service_delivery_becomes_a_completed_run_that_syncs(
 
 
 def test_rows_left_undispatched_are_picked_up_when_the_gateway_starts(
-    stack: PrefectStack, engine: Engine
+    stack: PrefectStack, tmp_path: Path
 ) -> None:
-    settings = Settings(database_url=stack.database_url, coalesce_seconds=0, _env_file=None)
+    """A gateway that recorded deliveries but died before dispatching them: the next one dispatches them."""
+    database_url = f"sqlite:///{tmp_path / 'restart.db'}"
+    engine = make_engine(database_url)
+    migrate(engine)
+    settings = Settings(database_url=database_url, coalesce_seconds=0, _env_file=None)
     with serve_in_thread(create_app(settings, background=False)) as recording_only:
         response = httpx.post(
             f"{recording_only}/api/webhooks/radarr",
@@ -146,12 +152,11 @@ def test_rows_left_undispatched_are_picked_up_when_the_gateway_starts(
         )
         assert response.status_code == 202
         row_id = response.json()["id"]
-        time.sleep(1)
-        with engine.connect() as conn:
-            assert (
-                conn.execute(select(webhook_log.c.processed).where(webhook_log.c.id == row_id)).scalar_one()
-                is False
-            )
+    with engine.connect() as conn:
+        assert (
+            conn.execute(select(webhook_log.c.processed).where(webhook_log.c.id == row_id)).scalar_one()
+            is False
+        )
     with serve_in_thread(create_app(settings)):
         row = dispatched_row(engine, row_id)
     assert len(row["sync_requests"]) == 2

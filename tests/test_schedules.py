@@ -91,6 +91,12 @@ def test_never_mirrored_prefect_wins_in_the_loop_and_apply_pushes_the_table() ->
     assert merge_field(True, None, False, prefer_table=True).push
 
 
+def test_after_a_redeploy_the_table_is_pushed_as_it_is() -> None:
+    restored = merge_field(4, 4, 6, prefer_table=False, restore=True)
+    assert (restored.value, restored.push, restored.conflict) == (4, True, False)
+    assert not merge_field(6, 6, 6, prefer_table=False, restore=True).push
+
+
 def test_cron_schedule_keeps_the_table_interval_unless_the_table_was_edited() -> None:
     assert merge_field(6, 6, None, prefer_table=False) == merge_field(6, 6, 6, prefer_table=False)
     edited = merge_field(4, 6, None, prefer_table=False)

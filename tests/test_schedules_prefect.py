@@ -31,7 +31,7 @@ from smartplex_sync.models import Deployment
 from smartplex_sync.store import make_engine, utcnow
 from smartplex_sync.store.schedules import ScheduleRow, read_schedules
 from smartplex_sync.store.tables import webhook_log
-from tests.support.prefect_stack import PrefectStack, restore_default_schedules
+from tests.support.prefect_stack import PrefectStack, deploy, restore_default_schedules
 
 DEFAULTS = load_defaults(PREFECT_YAML.read_text())
 R = TypeVar("R")
@@ -165,6 +165,23 @@ def test_sql_edits_reach_prefect(api_url: str, engine: Engine) -> None:
         conn.execute(text("UPDATE sync_schedule SET enabled = true WHERE service = 'plex'"))
     mirror(api_url, engine)
     assert prefect_state(api_url, Deployment.PLEX_LIBRARY_SYNC) == (True, 12 * 3600)
+
+
+def test_a_redeploy_keeps_the_schedules_the_table_agreed_on(
+    api_url: str, engine: Engine, prefect_deployments: PrefectStack
+) -> None:
+    """`make run` deploys again on every start, which resets schedules; the restore puts them back."""
+    mirror(api_url, engine)
+    with_client(api_url, lambda c: set_schedule(c, Deployment.TAUTULLI_SYNC, active=False, hours=4))
+    mirror(api_url, engine)
+    deploy(prefect_deployments.env, [Deployment.TAUTULLI_SYNC.value])
+    assert prefect_state(api_url, Deployment.TAUTULLI_SYNC) == (True, 6 * 3600)  # the reset
+
+    report = with_client(api_url, lambda c: mirror_once(engine, c, restore=True))
+
+    assert report.ok, report.lines()
+    assert prefect_state(api_url, Deployment.TAUTULLI_SYNC) == (False, 4 * 3600)
+    assert (rows(engine)["tautulli"].enabled, rows(engine)["tautulli"].interval_hours) == (False, 4)
 
 
 def test_conflict_prefect_wins_in_the_loop_table_wins_on_apply(api_url: str, engine: Engine) -> None:
