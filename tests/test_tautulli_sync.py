@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 from sqlalchemy import Engine, delete, insert, select
 
 from flows.clients.tautulli import TautulliClient, history_after
-from flows.tautulli_sync import fetch_history, fetch_server, tautulli_sync
+from flows.tautulli_sync import fetch_history, fetch_server, tautulli_sync, watch_row
 from simulators.serving import serve_in_thread
 from simulators.tautulli import HistoryItem, Play, SimulatorState, TautulliHistory, create_tautulli_app
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
@@ -30,6 +30,9 @@ from smartplex_sync.settings import get_settings
 from smartplex_sync.store.history import refresh_play_totals
 from smartplex_sync.store.tables import media_items, watch_history
 from tests.conftest import both_backends
+
+# Most tests call the flow body (`tautulli_sync.fn`), outside a flow run, where Prefect warns about artifacts.
+pytestmark = pytest.mark.filterwarnings("ignore:Artifact creation outside:FutureWarning")
 
 KEY = "0123456789abcdef0123456789abcdef"
 PMS = "pms-under-test"
@@ -79,7 +82,10 @@ def setup(
 ) -> Iterator[Setup]:
     app = create_tautulli_app(TautulliHistory(), api_key=KEY, pms_identifier=PMS)
     # Prefect read its settings at import; point this process at the session's server explicitly.
-    with temporary_settings({PREFECT_API_URL: prefect_api_url}), serve_in_thread(app) as url:
+    with (
+        temporary_settings({PREFECT_API_URL: prefect_api_url, PREFECT_LOGGING_TO_API_ENABLED: False}),
+        serve_in_thread(app) as url,
+    ):
         monkeypatch.setenv("SMARTPLEX_DATABASE_URL", database_url)
         monkeypatch.setenv("SMARTPLEX_TAUTULLI_URL", url)
         monkeypatch.setenv("SMARTPLEX_TAUTULLI_API_KEY", KEY)
@@ -327,3 +333,29 @@ def test_the_deployed_flow_runs_and_leaves_a_table_artifact(setup: Setup) -> Non
     (data,) = asyncio.run(artifact_rows())
     row = (json.loads(data) if isinstance(data, str) else data)[0]
     assert (row["plays fetched"], row["new"], row["requests"]) == (1, 1, 2)
+
+
+def test_watch_row_reads_tautullis_loose_types() -> None:
+    row = {
+        "row_id": "42",
+        "rating_key": "91544",
+        "parent_rating_key": "",
+        "grandparent_rating_key": 91522,
+        "user_id": "1001",
+        "user": "jamie.r",
+        "started": 1717260000,
+        "stopped": "1717263400",
+        "play_duration": 3300.0,
+        "paused_counter": None,
+        "percent_complete": "97",
+        "watched_status": 0.75,
+        "platform": "",
+    }
+    stored = watch_row(row, PMS)
+    assert stored["tautulli_row_id"] == 42 and stored["rating_key"] == "91544"
+    assert (stored["parent_rating_key"], stored["grandparent_rating_key"]) == (None, "91522")
+    assert (stored["user_id"], stored["duration_seconds"], stored["paused_seconds"]) == (1001, 3300, 0)
+    assert stored["stopped_at"] == datetime(2024, 6, 1, 17, 36, 40, tzinfo=UTC)
+    assert (stored["percent_complete"], stored["watched_status"], stored["platform"]) == (97, 0.75, None)
+    with pytest.raises(PermanentServiceError, match="row_id/rating_key"):
+        watch_row({"row_id": 1}, PMS)
