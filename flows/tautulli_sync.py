@@ -20,6 +20,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
+from flows._hooks import STATE_HOOKS
 from flows._retry import NETWORK_RETRIES
 from flows.clients.tautulli import TautulliClient, TautulliServer, history_after
 from smartplex_sync.errors import PermanentServiceError
@@ -123,7 +124,7 @@ def store_plays(database_url: str, plays: Sequence[Mapping[str, Any]], server_id
     return StoreResult(counts, refreshed)
 
 
-@flow(name="tautulli-sync")
+@flow(name="tautulli-sync", **STATE_HOOKS)
 def tautulli_sync(days: int = 7, rating_key: str | None = None) -> dict[str, Any]:
     """Sync the plays of the last `days` days (0: all history), or all plays of one item (`rating_key`)."""
     if days < 0:
