@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -194,3 +195,10 @@ def test_webhook_with_the_documented_template_asks_the_gateway_for_that_item(act
     assert [(r.deployment, r.parameters) for r in parsed.requests] == [
         (Deployment.TAUTULLI_SYNC, {"rating_key": "91544"})
     ]
+
+
+def test_the_template_in_the_docs_is_the_one_the_simulator_sends() -> None:
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "webhooks.md").read_text()
+    after_heading = guide.split("**JSON Data**", 1)[1]
+    block = after_heading.split("```json", 1)[1].split("```", 1)[0]
+    assert json.loads(block) == json.loads(DOCUMENTED_TEMPLATE)
