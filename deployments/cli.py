@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated
 
 import typer
@@ -13,6 +14,26 @@ from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine
 
 app = typer.Typer(help="SmartPlex Sync: webhooks in, Prefect flow runs out.", no_args_is_help=True)
+
+
+@app.callback()
+def _point_prefect_at_the_stack(ctx: typer.Context) -> None:
+    """Commands that talk to Prefect use PREFECT_API_URL (environment or .env), else the server `make run`
+    starts, never a throwaway temporary one."""
+    if ctx.invoked_subcommand in ("run", "migrate"):
+        return
+    from prefect.context import refresh_global_settings_context
+
+    settings = get_settings()
+    demo_env = settings.data_dir / "demo.env"
+    if settings.plex_url is None and demo_env.exists():  # `make run` is in demo mode: check its services
+        for line in demo_env.read_text().splitlines():
+            key, _, value = line.partition("=")
+            os.environ.setdefault(key, value)
+        get_settings.cache_clear()
+        typer.echo(f"(demo mode: services from {demo_env})", err=True)
+    os.environ["PREFECT_API_URL"] = get_settings().prefect_api
+    refresh_global_settings_context()
 
 
 @app.command()

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 from deployments.schedules import PREFECT_YAML, load_defaults, read_history, read_prefect_side
 from smartplex_sync.errors import ConfigurationError, ServiceError
 from smartplex_sync.migrate import pending
-from smartplex_sync.models import SCHEDULED_SERVICES, Deployment, Source
+from smartplex_sync.models import SCHEDULED_SERVICES, WORK_POOL, Deployment, Source
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import utcnow
 from smartplex_sync.store.schedules import read_schedules
@@ -392,7 +392,7 @@ async def run_doctor(settings: Settings, engine: Engine, api_url: str | None) ->
     if prefect.ok:
         async with get_client() as client:
             checks.extend(await check_deployments(client))
-            checks.append(await check_worker(client, settings.work_pool))
+            checks.append(await check_worker(client, WORK_POOL))
     checks.extend(await asyncio.to_thread(check_services, settings))
     if checks[0].ok:
         now = utcnow()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from deployments.processes import (
 )
 from deployments.schedules import mirror_once
 from smartplex_sync.migrate import migrate
+from smartplex_sync.models import WORK_POOL
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import get_engine
 
@@ -78,7 +78,7 @@ class Stack:
             "database %s: %s", self.settings.sqlalchemy_url, f"applied {applied}" if applied else "up to date"
         )
 
-        api_url = os.environ.get("PREFECT_API_URL")
+        api_url = self.settings.prefect_api_url
         if api_url:
             log.info("using the Prefect server at %s", api_url)
         else:
@@ -89,7 +89,7 @@ class Stack:
             self.processes.append(("prefect-server", server))
         env = self.child_env(api_url)
 
-        pool = self.settings.work_pool
+        pool = WORK_POOL
         if self.prefect(env, "work-pool", "inspect", pool, check=False).returncode != 0:
             self.prefect(env, "work-pool", "create", pool, "--type", "process")
         deployed = self.prefect(env, "--no-prompt", "deploy", "--all", check=False)
@@ -117,6 +117,7 @@ class Stack:
                 host,
                 "--port",
                 port,
+                "--no-access-log",  # it would log query strings, where Plex users put their token
             ],
             env,
         )
@@ -163,6 +164,7 @@ class Stack:
         for name, process in reversed(self.processes):
             log.info("stopping %s", name)
             stop(process)
+        (self.data_dir / "demo.env").unlink(missing_ok=True)
 
 
 class _Stop(Exception):

@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows._arr import RunReport, publish_report, run_logger
+from flows._hooks import STATE_HOOKS
 from flows._retry import NETWORK_RETRIES
 from flows.clients._arr import positive_int, text_or_none
 from flows.clients.overseerr import OverseerrClient, RequestPage
@@ -78,7 +79,7 @@ def store_requests(database_url: str, requests: list[OverseerrRequest]) -> tuple
     return written, in_library
 
 
-@flow(name="overseerr-sync")
+@flow(name="overseerr-sync", **STATE_HOOKS)
 def overseerr_sync(
     requests: list[dict[str, Any]] | None = None, page_size: int = DEFAULT_PAGE_SIZE
 ) -> RunReport:

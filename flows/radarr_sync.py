@@ -13,6 +13,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows._arr import RunReport, finish, items_from_parameters, run_logger, store_and_link
+from flows._hooks import STATE_HOOKS
 from flows._retry import NETWORK_RETRIES
 from flows.clients.radarr import RadarrClient
 from smartplex_sync.settings import get_settings
@@ -26,7 +27,7 @@ def fetch_movies(client: RadarrClient) -> list[ArrItem]:
     return movies
 
 
-@flow(name="radarr-sync")
+@flow(name="radarr-sync", **STATE_HOOKS)
 def radarr_sync(movies: list[dict[str, Any]] | None = None) -> RunReport:
     """Record Radarr's movie ids on media_items: the webhook's `movies`, or (None) all of Radarr."""
     started = time.monotonic()

@@ -14,6 +14,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows._arr import RunReport, finish, items_from_parameters, run_logger, store_and_link
+from flows._hooks import STATE_HOOKS
 from flows._retry import NETWORK_RETRIES
 from flows.clients.sonarr import SonarrClient
 from smartplex_sync.settings import get_settings
@@ -27,7 +28,7 @@ def fetch_series(client: SonarrClient) -> list[ArrItem]:
     return series
 
 
-@flow(name="sonarr-sync")
+@flow(name="sonarr-sync", **STATE_HOOKS)
 def sonarr_sync(series: list[dict[str, Any]] | None = None) -> RunReport:
     """Record Sonarr's series ids on media_items: the webhook's `series`, or (None) all of Sonarr."""
     started = time.monotonic()

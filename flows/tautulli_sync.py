@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -25,14 +25,15 @@ from flows._retry import NETWORK_RETRIES
 from flows.clients.tautulli import TautulliClient, TautulliServer, history_after
 from smartplex_sync.errors import PermanentServiceError
 from smartplex_sync.settings import get_settings
-from smartplex_sync.store import get_engine, utcnow
+from smartplex_sync.store import get_engine
 from smartplex_sync.store.history import UpsertCounts, refresh_play_totals, upsert_plays
 
 
 @dataclass(frozen=True)
-class StoreResult:
-    plays: UpsertCounts
-    items_refreshed: int
+class FetchResult:
+    plays: int
+    counts: UpsertCounts
+    rating_keys: frozenset[str]
 
 
 def _blank_to_none(value: Any) -> str | None:
@@ -97,31 +98,36 @@ def fetch_server(client: TautulliClient) -> TautulliServer:
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
-def fetch_history(client: TautulliClient, after: date | None, rating_key: str | None) -> list[dict[str, Any]]:
+def sync_history(
+    client: TautulliClient, database_url: str, server_id: str, after: date | None, rating_key: str | None
+) -> FetchResult:
+    """Fetch the plays page by page and upsert each page as it comes (memory stays at one page).
+
+    Safe to retry: the upsert is idempotent. Plays written by a failed attempt count as unchanged
+    in the retry's counts.
+    """
     logger = get_run_logger()
-
-    def progress(fetched: int, total: int) -> None:
-        logger.info("Fetched %d of %d plays", fetched, total)
-
-    return client.get_history(after=after, rating_key=rating_key, progress=progress)
+    engine = get_engine(database_url)
+    counts = UpsertCounts()
+    rating_keys: set[str] = set()
+    fetched = 0
+    for page in client.history_pages(after=after, rating_key=rating_key):
+        plays = [watch_row(row, server_id) for row in page.rows]
+        with engine.begin() as conn:
+            counts += upsert_plays(conn, plays)
+        rating_keys.update(play["rating_key"] for play in plays)
+        fetched = page.fetched
+        logger.info("Fetched and stored %d of %d plays", page.fetched, page.total)
+    return FetchResult(fetched, counts, frozenset(rating_keys))
 
 
 @task(cache_policy=NO_CACHE)
-def store_plays(database_url: str, plays: Sequence[Mapping[str, Any]], server_id: str) -> StoreResult:
-    """Upsert the plays and recompute the totals of every item they touch, in one transaction."""
-    now = utcnow()
+def refresh_totals(database_url: str, server_id: str, rating_keys: frozenset[str]) -> int:
+    """Recompute the play totals of the touched items from all their stored plays."""
     with get_engine(database_url).begin() as conn:
-        counts = upsert_plays(conn, plays, synced_at=now)
-        refreshed = refresh_play_totals(conn, server_id, {play["rating_key"] for play in plays}, now=now)
-    get_run_logger().info(
-        "Stored %d plays (%d new, %d updated, %d unchanged); refreshed the totals of %d media items",
-        len(plays),
-        counts.new,
-        counts.updated,
-        counts.unchanged,
-        refreshed,
-    )
-    return StoreResult(counts, refreshed)
+        refreshed = refresh_play_totals(conn, server_id, rating_keys)
+    get_run_logger().info("Refreshed the play totals of %d media items", refreshed)
+    return refreshed
 
 
 @flow(name="tautulli-sync", **STATE_HOOKS)
@@ -140,19 +146,18 @@ def tautulli_sync(days: int = 7, rating_key: str | None = None) -> dict[str, Any
     with client:
         server = fetch_server(client)
         logger.info("Syncing %s from Tautulli (Plex server %s, after=%s)", mode, server.identifier, after)
-        rows = fetch_history(client, after, rating_key)
-        plays = [watch_row(row, server.identifier) for row in rows]
-        stored = store_plays(settings.sqlalchemy_url, plays, server.identifier)
+        fetched = sync_history(client, settings.sqlalchemy_url, server.identifier, after, rating_key)
         requests = client.requests_made
+    refreshed = refresh_totals(settings.sqlalchemy_url, server.identifier, fetched.rating_keys)
     summary = {
         "mode": mode,
         "after": after.isoformat() if after else None,
         "server_id": server.identifier,
-        "plays_fetched": len(plays),
-        "new": stored.plays.new,
-        "updated": stored.plays.updated,
-        "unchanged": stored.plays.unchanged,
-        "items_refreshed": stored.items_refreshed,
+        "plays_fetched": fetched.plays,
+        "new": fetched.counts.new,
+        "updated": fetched.counts.updated,
+        "unchanged": fetched.counts.unchanged,
+        "items_refreshed": refreshed,
         "requests": requests,
         "seconds": round(time.monotonic() - began, 2),
     }

@@ -17,6 +17,10 @@ class Source(StrEnum):
     OVERSEERR = "overseerr"
 
 
+WORK_POOL = "smartplex"
+"""The process work pool every deployment of `prefect.yaml` runs on."""
+
+
 class Deployment(StrEnum):
     """Deployments of `prefect.yaml`. The value is the deployment name; `flow_name` the flow behind it."""
 

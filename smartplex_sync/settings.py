@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -30,7 +30,11 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     prefect_port: int = Field(4200, description="Port of the Prefect server that `make run` starts.")
-    work_pool: str = "smartplex"
+    prefect_api_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PREFECT_API_URL", "SMARTPLEX_PREFECT_API_URL"),
+        description="A Prefect server to use instead of starting one (Prefect's own variable).",
+    )
 
     webhook_token: SecretStr | None = Field(
         None,
@@ -59,7 +63,6 @@ class Settings(BaseSettings):
     delete_guard_fraction: float = Field(
         0.2, ge=0, le=1, description="A full sync refuses to delete more than this share of a section."
     )
-    tautulli_window_days: int = Field(7, ge=1)
     webhook_retention_days: int = Field(30, ge=1)
 
     @field_validator("database_url")
@@ -84,6 +87,11 @@ class Settings(BaseSettings):
                 "SMARTPLEX_WEBHOOK_TOKEN must be set when SMARTPLEX_GATEWAY_HOST is not a loopback address"
             )
         return self
+
+    @property
+    def prefect_api(self) -> str:
+        """The configured Prefect API, else the one `make run` starts on this machine."""
+        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -66,15 +66,30 @@ def test_history_is_every_finished_play_since_after_once_oldest_first(
     assert state.commands == {"get_history": requests}
 
 
-def test_single_item_history_and_progress(tautulli: tuple[str, SimulatorState]) -> None:
+def test_single_item_history_page_by_page(tautulli: tuple[str, SimulatorState]) -> None:
     url, state = tautulli
     state.history = TautulliHistory.generate(demo_items(10), plays=200, days=400, seed=9)
-    seen: list[tuple[int, int]] = []
     with TautulliClient(url, KEY) as client:
-        rows = client.get_history(rating_key="1003", page_size=10, progress=lambda a, b: seen.append((a, b)))
+        pages = list(client.history_pages(rating_key="1003", page_size=10))
     expected = [p.row_id for p in state.history.plays if p.item.rating_key == 1003]
-    assert sorted(row["row_id"] for row in rows) == expected
-    assert seen[-1] == (len(expected), len(expected))
+    assert sorted(row["row_id"] for page in pages for row in page.rows) == expected
+    assert [page.fetched for page in pages] == [min(10 * n, len(expected)) for n in range(1, len(pages) + 1)]
+    assert {page.total for page in pages} == {len(expected)}
+
+
+def test_a_play_finishing_while_paging_makes_no_earlier_play_be_skipped_or_repeated(
+    tautulli: tuple[str, SimulatorState],
+) -> None:
+    url, state = tautulli
+    state.history = TautulliHistory.generate(demo_items(3), plays=30, days=5, seed=4)
+    earliest = min(state.history.plays, key=lambda p: p.started)
+    with TautulliClient(url, KEY) as client:
+        pages = client.history_pages(page_size=10)
+        first = next(pages)
+        state.history.add_play(earliest.item, started=earliest.started - 60, percent_complete=50)
+        rest = [row for page in pages for row in page.rows]
+    row_ids = [row["row_id"] for row in first.rows + rest]
+    assert sorted(row_ids) == list(range(1, 31))  # play 31 sorts before the offset: the next sync has it
 
 
 def test_wrong_key_says_so_in_tautullis_words(tautulli: tuple[str, SimulatorState]) -> None:

@@ -22,7 +22,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, te
 from sqlalchemy import Engine, delete, insert, select
 
 from flows.clients.tautulli import TautulliClient, history_after
-from flows.tautulli_sync import fetch_history, fetch_server, tautulli_sync, watch_row
+from flows.tautulli_sync import fetch_server, sync_history, tautulli_sync, watch_row
 from simulators.serving import serve_in_thread
 from simulators.tautulli import HistoryItem, Play, SimulatorState, TautulliHistory, create_tautulli_app
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
@@ -288,16 +288,22 @@ def test_sync_without_tautulli_settings_fails_at_once_naming_them(
     assert setup.state.requests == 0
 
 
-def test_transient_failures_are_retried_and_a_refused_key_is_not(setup: Setup) -> None:
+def test_transient_failures_are_retried_and_a_refused_key_is_not(setup: Setup, database_url: str) -> None:
     settings_ = get_settings()
     assert settings_.tautulli_url is not None
-    setup.history.add_play(ITEMS[0], started=datetime.now(UTC) - timedelta(hours=1), percent_complete=100)
-    fast_fetch = fetch_history.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+    played = setup.history.add_play(
+        ITEMS[0], started=datetime.now(UTC) - timedelta(hours=1), percent_complete=100
+    )
+    fast_sync = sync_history.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
     with TautulliClient(settings_.tautulli_url, KEY, timeout=0.3) as client:
         setup.state.inject(503, 0.6, 502)
-        rows = fast_fetch(client, None, None)
-        assert [row["row_id"] for row in rows] == [1]
-        assert client.requests_made == 4  # three failures, then the answer
+        result = fast_sync(client, database_url, PMS, None, None)
+        assert (result.plays, result.counts.new, client.requests_made) == (
+            1,
+            1,
+            4,
+        )  # 3 failures, then the answer
+    assert set(stored_plays(setup.engine)) == {played.row_id}
     with TautulliClient(settings_.tautulli_url, "f" * 32) as refused:
         with pytest.raises(PermanentServiceError, match="Invalid apikey"):
             fetch_server.with_options(retry_delay_seconds=0)(refused)

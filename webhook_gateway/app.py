@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
     """The gateway. `background=False` records deliveries without dispatching them (tests, read replicas)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )  # if unset
     settings = settings or get_settings()
     engine = get_engine(settings.sqlalchemy_url)
     gateway = Gateway(settings, engine)

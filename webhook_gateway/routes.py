@@ -85,8 +85,10 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
             error = PayloadError("the payload could not be interpreted", 422)
     row_id = await _record(gateway, source, decoded.stored, parsed, error)
     if error is not None:
+        log.info("%s webhook %d rejected (%d): %s", source.value, row_id, error.status_code, error.message)
         return _reject(row_id, error)
     assert parsed is not None
+    log.info("%s %s → webhook %d: %s", source.value, parsed.event_type, row_id, parsed.action_label)
     return _accept(gateway, row_id, source, parsed, parsed.note)
 
 

@@ -8,7 +8,7 @@ ServiceError carrying Tautulli's own message.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -23,7 +23,12 @@ HISTORY_PAGE_SIZE = 2000
 """Rows per get_history page. Tautulli runs the whole filtered query for every page and slices it, so
 small pages over a big window cost O(n²) on the server; large pages keep a 7-day sync to a few requests."""
 
-ProgressCallback = Callable[[int, int], None]
+
+@dataclass(frozen=True)
+class HistoryPage:
+    rows: list[dict[str, Any]]  # plays not seen on an earlier page
+    fetched: int  # plays so far, this page included
+    total: int  # Tautulli's recordsFiltered
 
 
 @dataclass(frozen=True)
@@ -126,20 +131,18 @@ class TautulliClient(ServiceClient):
             f"({server.identifier}, version {server.version})"
         )
 
-    def get_history(
+    def history_pages(
         self,
         *,
         after: date | None = None,
         rating_key: str | None = None,
         page_size: int = HISTORY_PAGE_SIZE,
-        progress: ProgressCallback | None = None,
-    ) -> list[dict[str, Any]]:
-        """Every finished play matching the filters, one row per play, oldest first, deduplicated on row id.
+    ) -> Iterator[HistoryPage]:
+        """The finished plays matching the filters, page by page, oldest first, each row id once.
 
         `grouping=0` keeps resumed sessions as separate plays; `include_activity=0` leaves out sessions
-        still in progress. Pages run oldest first, so a play finishing meanwhile shifts rows to later
-        pages (read twice, deduplicated) instead of making one be skipped. `progress(fetched, total)`
-        is called after each page.
+        still in progress. A play finishing meanwhile shifts rows to later pages: they are read twice and
+        passed on once, and none is skipped (the new play itself may have to wait for the next sync).
         """
         params: dict[str, Any] = {
             "grouping": 0,
@@ -152,19 +155,27 @@ class TautulliClient(ServiceClient):
             params["after"] = after.isoformat()
         if rating_key is not None:
             params["rating_key"] = rating_key
-        plays: dict[int, dict[str, Any]] = {}
+        seen: set[int] = set()
         start = 0
         while True:
             rows, total = self._history_page(self.command("get_history", start=start, **params))
+            fresh = []
             for row in rows:
                 row_id = row.get("row_id", row.get("id"))
-                if row_id is not None:  # None: a session still in progress
-                    plays[int(row_id)] = row
+                if row_id is not None and int(row_id) not in seen:  # None: a session still in progress
+                    seen.add(int(row_id))
+                    fresh.append(row)
             start += len(rows)
-            if progress is not None:
-                progress(len(plays), total)
+            yield HistoryPage(fresh, len(seen), total)
             if len(rows) < page_size or start >= total:
-                return list(plays.values())
+                return
+
+    def get_history(
+        self, *, after: date | None = None, rating_key: str | None = None, page_size: int = HISTORY_PAGE_SIZE
+    ) -> list[dict[str, Any]]:
+        """All the rows of `history_pages` in one list."""
+        pages = self.history_pages(after=after, rating_key=rating_key, page_size=page_size)
+        return [row for page in pages for row in page.rows]
 
     def _history_page(self, data: Any) -> tuple[list[dict[str, Any]], int]:
         rows = data.get("data") if isinstance(data, dict) else None

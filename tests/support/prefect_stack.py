@@ -20,10 +20,9 @@ from prefect.client.schemas.schedules import IntervalSchedule
 
 from deployments.processes import VENV_BIN, prefect_env, spawn
 from deployments.schedules import PREFECT_YAML, load_defaults
-from smartplex_sync.models import Deployment
+from smartplex_sync.models import WORK_POOL, Deployment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WORK_POOL = "smartplex"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 - `library.new` syncs the library section the item was added to, by `Metadata.librarySectionID`
   (never by section title, which users rename). Without a section but with a `ratingKey` (the seed
   guide's curl example) it syncs that one item. Streaming items from `tv.plex.provider.vod` and payloads
-  without `Metadata` are ignored with a note.
+  without `Metadata`, and items of music or photo libraries (`librarySectionType` artist / photo), are
+  ignored with a note.
 - `media.scrobble` (watched past 90%) asks for a Tautulli sync of the last 7 days: Tautulli, not Plex,
   keeps the watch history.
 - Every other event (playback, ratings, on deck, admin.*, device.new, playback.started) is ignored.
@@ -25,6 +26,7 @@ WATCH_HISTORY_DAYS = 7
 
 
 STREAMING_SERVER = "tv.plex.provider.vod"
+SYNCED_SECTION_TYPES = ("movie", "show")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class _NewItem:
     """What `library.new` needs: the item's section, else its ratingKey, and the server it came from."""
 
     section_id: int | None
+    section_type: str | None
     rating_key: str | None
     server_uuid: str | None
 
@@ -53,12 +56,16 @@ def _read_new_item(delivery: dict[str, Any], event: str) -> _NewItem:
     server = optional_object(delivery, "Server", event) or {}
     return _NewItem(
         section_id=optional_int(metadata, "librarySectionID", event, where="Metadata."),
+        section_type=optional_str(metadata, "librarySectionType", event, where="Metadata."),
         rating_key=optional_str(metadata, "ratingKey", event, where="Metadata."),
         server_uuid=optional_str(server, "uuid", event, where="Server."),
     )
 
 
 def _library_new(item: _NewItem, event: str) -> ParsedDelivery:
+    if item.section_type and item.section_type not in SYNCED_SECTION_TYPES:
+        note = f"librarySectionType {item.section_type}: only movie and show libraries are synced"
+        return ParsedDelivery(event, action=Action.IGNORED, note=note)
     if item.section_id is None and item.rating_key and item.server_uuid != STREAMING_SERVER:
         # No section (the seed guide's curl example): sync just that item; the flow finds its section.
         parameters = {"rating_key": item.rating_key, "mode": "incremental"}
