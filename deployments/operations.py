@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
 
-# Tautulli's `--full`: every play of the last ten years instead of the webhook window.
-TAUTULLI_FULL_DAYS = 3650
+# Tautulli's `--full`: all history (tautulli-sync's days=0) instead of the 7-day window.
+TAUTULLI_ALL_HISTORY = 0
 # An unprocessed delivery older than this means the gateway's dispatcher is not getting through.
 STUCK_AFTER = timedelta(minutes=5)
 # A worker whose last heartbeat is older than this is not polling.
@@ -166,7 +166,7 @@ def sync_parameters(service: Source, full: bool) -> dict[str, Any]:
     if service is Source.PLEX:
         return {"mode": "full" if full else "incremental"}
     if service is Source.TAUTULLI:
-        return {"days": TAUTULLI_FULL_DAYS if full else 7}
+        return {"days": TAUTULLI_ALL_HISTORY if full else 7}
     return {}
 
 

@@ -79,7 +79,7 @@ def test_sync_parameters() -> None:
     assert sync_parameters(Source.PLEX, full=False) == {"mode": "incremental"}
     assert sync_parameters(Source.PLEX, full=True) == {"mode": "full"}
     assert sync_parameters(Source.TAUTULLI, full=False) == {"days": 7}
-    assert sync_parameters(Source.TAUTULLI, full=True)["days"] > 365
+    assert sync_parameters(Source.TAUTULLI, full=True) == {"days": 0}  # all history
     assert sync_parameters(Source.OVERSEERR, full=True) == {}
 
 

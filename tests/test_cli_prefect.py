@@ -81,7 +81,7 @@ def test_sync_starts_a_run_without_touching_the_schedule(stack: PrefectStack, da
             deployment = await client.read_deployment(run.deployment_id)  # type: ignore[arg-type]
             return deployment.name, run.parameters
 
-    assert asyncio.run(read()) == ("tautulli-sync", {"days": 3650})
+    assert asyncio.run(read()) == ("tautulli-sync", {"days": 0})
     assert tautulli_interval(stack.api_url) == 6 * 3600
 
 
