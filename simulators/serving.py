@@ -10,25 +10,25 @@ from typing import Any
 
 import uvicorn
 
-from deployments.processes import free_port
-
 
 @contextmanager
 def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
-    """Run `app` on 127.0.0.1 until the block exits; yield its base URL (no trailing slash)."""
-    port = port or free_port()
+    """Run `app` on 127.0.0.1 (`port`, or one the OS picks) until the block exits; yield its base URL."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port or 0, log_level="warning", lifespan="on", access_log=False
+        )
     )
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not start on port {port}")
+            raise RuntimeError(f"uvicorn did not start on port {port or 'any'}")
         time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]  # port 0: the one the OS picked
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{bound}"
     finally:
         server.should_exit = True
         thread.join(10)
