@@ -111,7 +111,7 @@ def store(rows: list[dict[str, object]], server_id: str, database: Path) -> tupl
     written = 0
     for _ in range(2):
         began = time.perf_counter()
-        plays = [watch_row(row, server_id) for row in rows]
+        plays = [play for row in rows if (play := watch_row(row, server_id)) is not None]
         with engine.begin() as conn:
             counts = upsert_plays(conn, plays)
             refresh_play_totals(conn, server_id, {play["rating_key"] for play in plays})

@@ -23,7 +23,6 @@ from prefect.exceptions import MissingContextError
 from flows._hooks import STATE_HOOKS
 from flows._retry import NETWORK_RETRIES
 from flows.clients.tautulli import TautulliClient, TautulliServer, history_after
-from smartplex_sync.errors import PermanentServiceError
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine
 from smartplex_sync.store.history import UpsertCounts, refresh_play_totals, upsert_plays
@@ -51,20 +50,18 @@ def _epoch(value: Any) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds else None
 
 
-def watch_row(row: Mapping[str, Any], server_id: str | None) -> dict[str, Any]:
-    """A `watch_history` row from one get_history row (ids as text, epoch seconds as UTC datetimes)."""
-    try:
-        row_id = int(row.get("row_id", row.get("id")))  # type: ignore[arg-type]
-        rating_key = str(int(row["rating_key"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PermanentServiceError(
-            "tautulli", f"get_history row without row_id/rating_key: {exc!r}"
-        ) from exc
+def watch_row(row: Mapping[str, Any], server_id: str | None) -> dict[str, Any] | None:
+    """A `watch_history` row from one get_history row (ids as text, epoch seconds as UTC datetimes);
+    None for a row without a row id or rating key, which cannot be stored."""
+    row_id = _int(row.get("row_id", row.get("id")), None)
+    rating_key = _blank_to_none(row.get("rating_key"))
+    if row_id is None or rating_key is None:
+        return None
     watched_status = row.get("watched_status")
     return {
         "tautulli_row_id": row_id,
         "server_id": server_id,
-        "rating_key": rating_key,
+        "rating_key": rating_key.strip(),
         "parent_rating_key": _blank_to_none(row.get("parent_rating_key")),
         "grandparent_rating_key": _blank_to_none(row.get("grandparent_rating_key")),
         "user_id": _int(row.get("user_id"), None),
@@ -111,14 +108,19 @@ def sync_history(
     counts = UpsertCounts()
     rating_keys: set[str] = set()
     fetched = 0
+    skipped = 0
     for page in client.history_pages(after=after, rating_key=rating_key):
-        plays = [watch_row(row, server_id) for row in page.rows]
+        converted = [watch_row(row, server_id) for row in page.rows]
+        plays = [play for play in converted if play is not None]
+        if len(plays) < len(converted):
+            skipped += len(converted) - len(plays)
+            logger.warning("Skipped %d rows without a row id or rating key", len(converted) - len(plays))
         with engine.begin() as conn:
             counts += upsert_plays(conn, plays)
         rating_keys.update(play["rating_key"] for play in plays)
         fetched = page.fetched
         logger.info("Fetched and stored %d of %d plays", page.fetched, page.total)
-    return FetchResult(fetched, counts, frozenset(rating_keys))
+    return FetchResult(fetched - skipped, counts, frozenset(rating_keys))
 
 
 @task(cache_policy=NO_CACHE)

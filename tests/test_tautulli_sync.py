@@ -358,10 +358,11 @@ def test_watch_row_reads_tautullis_loose_types() -> None:
         "platform": "",
     }
     stored = watch_row(row, PMS)
+    assert stored is not None
     assert stored["tautulli_row_id"] == 42 and stored["rating_key"] == "91544"
     assert (stored["parent_rating_key"], stored["grandparent_rating_key"]) == (None, "91522")
     assert (stored["user_id"], stored["duration_seconds"], stored["paused_seconds"]) == (1001, 3300, 0)
     assert stored["stopped_at"] == datetime(2024, 6, 1, 17, 36, 40, tzinfo=UTC)
     assert (stored["percent_complete"], stored["watched_status"], stored["platform"]) == (97, 0.75, None)
-    with pytest.raises(PermanentServiceError, match="row_id/rating_key"):
-        watch_row({"row_id": 1}, PMS)
+    assert watch_row({"row_id": 1, "rating_key": ""}, PMS) is None
+    assert watch_row({"row_id": None, "rating_key": 5}, PMS) is None
