@@ -98,12 +98,13 @@ def test_totals_come_from_all_stored_plays_of_the_item(engine: Engine) -> None:
         add_item(conn, "11")
         add_item(conn, "12")
         upsert_plays(
-            conn, [play(1, "10", 95, hours=0), play(2, "10", 40, hours=5), play(3, "10", 90, hours=2)]
+            conn, [play(1, "10", 95, hours=0), play(2, "10", 89, hours=5), play(3, "10", 90, hours=2)]
         )
         updated = refresh_play_totals(conn, "pms-a", ["10", "11", "99"])
         result = totals(conn)
     assert updated == 2  # "99" has no media item; "12" was not asked for
-    assert result["10"] == (3, 2, 1, (95 + 40 + 90) * 60, 75.0, T0 + timedelta(hours=5, minutes=40))
+    # 90 % is complete, 89 % partial
+    assert result["10"] == (3, 2, 1, (95 + 89 + 90) * 60, 91.33, T0 + timedelta(hours=5, minutes=89))
     assert result["11"] == (0, 0, 0, 0, None, None)
     assert result["12"] == (0, 0, 0, 0, None, None)
 
