@@ -107,18 +107,7 @@ class Stack:
         host, port = self.settings.gateway_host, str(self.settings.gateway_port)
         gateway = self.start(
             "gateway",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "webhook_gateway.app:create_app",
-                "--factory",
-                "--host",
-                host,
-                "--port",
-                port,
-                "--no-access-log",  # it would log query strings, where Plex users put their token
-            ],
+            [sys.executable, "-m", "webhook_gateway"],
             env,
         )
         wait_until_healthy(f"http://{host}:{port}/healthz", timeout=60, process=gateway)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,14 +16,9 @@ from webhook_gateway.deps import Gateway
 from webhook_gateway.dispatch import Dispatcher
 from webhook_gateway.routes import router
 
-log = logging.getLogger(__name__)
-
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
     """The gateway. `background=False` records deliveries without dispatching them (tests, read replicas)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )  # if unset
     settings = settings or get_settings()
     engine = get_engine(settings.sqlalchemy_url)
     gateway = Gateway(settings, engine)
