@@ -146,6 +146,8 @@ def measure_coalescing(root: Path) -> dict[str, Any] | None:
     finally:
         if server is not None:
             stop(server)
+            del os.environ["PREFECT_API_URL"]  # the next benchmark must not talk to a stopped server
+            refresh_global_settings_context()
 
 
 def main() -> str:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from smartplex_sync.models import WEBHOOK_TAG
 from smartplex_sync.store import get_engine, webhooks
 
 
 def record_failure(_flow: Any, flow_run: Any, state: Any) -> None:
-    webhooks.record_run_failure(get_engine(), str(flow_run.id), state.message or state.name or "failed")
+    if WEBHOOK_TAG in flow_run.tags:
+        webhooks.record_run_failure(get_engine(), str(flow_run.id), state.message or state.name or "failed")
 
 
 def clear_failure(_flow: Any, flow_run: Any, _state: Any) -> None:
-    webhooks.clear_run_failure(get_engine(), str(flow_run.id))
+    if WEBHOOK_TAG in flow_run.tags:
+        webhooks.clear_run_failure(get_engine(), str(flow_run.id))
 
 
 STATE_HOOKS: dict[str, Any] = {

@@ -20,6 +20,9 @@ class Source(StrEnum):
 WORK_POOL = "smartplex"
 """The process work pool every deployment of `prefect.yaml` runs on."""
 
+WEBHOOK_TAG = "trigger:webhook"
+"""The tag of every flow run the gateway's dispatcher creates (they are the runs that serve deliveries)."""
+
 
 class Deployment(StrEnum):
     """Deployments of `prefect.yaml`. The value is the deployment name; `flow_name` the flow behind it."""

@@ -4,6 +4,7 @@ real worker against the simulated services → the database in step. Real HTTP, 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,27 @@ def test_rows_left_undispatched_are_picked_up_when_the_gateway_starts(
         row = dispatched_row(engine, row_id)
     assert len(row["sync_requests"]) == 2
     assert all(r["flow_run_id"] for r in row["sync_requests"])
+
+
+def test_a_failing_run_shows_its_error_on_the_delivery(gateway: str, engine: Engine) -> None:
+    """A library.new for a section Plex does not have: the run fails, and webhook_log says why."""
+    payload = {
+        "event": "library.new",
+        "Metadata": {"librarySectionID": 999, "ratingKey": "1", "type": "movie"},
+    }
+    response = httpx.post(f"{gateway}/api/webhooks/plex", files={"payload": (None, json.dumps(payload))})
+    assert response.status_code == 202, response.text
+    row = dispatched_row(engine, response.json()["id"])
+    [(_, run)] = finished_runs([row["flow_run_id"]]).values()
+    assert run.state.is_failed()
+
+    def error_shown() -> str | None:
+        with engine.connect() as conn:
+            return conn.execute(
+                select(webhook_log.c.error_message).where(webhook_log.c.id == row["id"])
+            ).scalar_one()
+
+    message = wait_for(error_shown, 30, "the run's error on its delivery")
+    assert message.startswith("flow run failed:") and "999" in message
+    status = httpx.get(f"{gateway}/api/webhooks/status").json()
+    assert next(w for w in status["recent_webhooks"] if w["id"] == row["id"])["error_message"] == message

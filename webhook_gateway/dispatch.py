@@ -27,7 +27,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 from sqlalchemy import Engine
 
-from smartplex_sync.models import Deployment, SyncRequest
+from smartplex_sync.models import WEBHOOK_TAG, Deployment, SyncRequest
 from smartplex_sync.store import webhooks
 from smartplex_sync.store.engine import utcnow
 from smartplex_sync.store.webhooks import PendingDelivery
@@ -52,7 +52,7 @@ class RunPlan:
 def plan_run(delivery: PendingDelivery, index: int, coalesce_seconds: int) -> RunPlan:
     """Pure: the flow run a delivery's `index`-th sync request asks for."""
     request: SyncRequest = delivery.sync_request(index)
-    tags = (f"source:{delivery.source}", f"event:{delivery.event_type}", "trigger:webhook")
+    tags = (f"source:{delivery.source}", f"event:{delivery.event_type}", WEBHOOK_TAG)
     if request.coalesce and coalesce_seconds > 0:
         received = delivery.received_at.timestamp()
         bucket_start = int(received // coalesce_seconds) * coalesce_seconds
