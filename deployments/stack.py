@@ -96,6 +96,9 @@ class Stack:
         if deployed.returncode != 0:
             raise RuntimeError(f"prefect deploy --all failed:\n{deployed.stdout}\n{deployed.stderr}")
         self.restore_schedules(api_url)
+        if not self.settings.prefect_api_url:  # our own server: no other worker can be running its runs
+            for name in asyncio.run(_retry_interrupted_runs(api_url)):
+                log.warning("run %s was cut off by the last stop; it will run again", name)
 
         if self.settings.plex_url is None:
             demo = self.start("demo-services", [sys.executable, "-m", "simulators.demo"], env)
@@ -154,6 +157,27 @@ class Stack:
             log.info("stopping %s", name)
             stop(process)
         (self.data_dir / "demo.env").unlink(missing_ok=True)
+
+
+async def _retry_interrupted_runs(api_url: str) -> list[str]:
+    """Runs left pending or running by a stop (the worker died mid-run or mid-submission) hold their
+    deployment's concurrency slot and would never finish. Mark them crashed (which frees the slot) and
+    then awaiting retry, so the new worker runs them again; syncs are idempotent. Returns their names."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import AwaitingRetry, Crashed
+
+    interrupted = FlowRunFilter(
+        state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING])
+        )
+    )
+    async with PrefectClient(api_url) as client:
+        runs = await client.read_flow_runs(flow_run_filter=interrupted)
+        for run in runs:
+            await client.set_flow_run_state(run.id, Crashed(message="interrupted when the stack stopped"))
+            await client.set_flow_run_state(run.id, AwaitingRetry(message="run again after a restart"))
+    return [run.name for run in runs]
 
 
 class _Stop(Exception):
