@@ -369,3 +369,12 @@ def test_replay_refuses_what_cannot_be_replayed(gateway: str) -> None:
     )
     assert httpx.post(f"{gateway}/api/webhooks/{broken.json()['id']}/replay").status_code == 409
     assert httpx.post(f"{gateway}/api/webhooks/999/replay").status_code == 404
+
+
+def test_tautulli_form_fields_and_arr_put_are_accepted(gateway: str, engine: Engine) -> None:
+    """Tautulli sends form fields when the user's JSON headers change the Content-Type; Sonarr can PUT."""
+    form = httpx.post(f"{gateway}/api/webhooks/tautulli", data={"event": "stop", "rating_key": "91544"})
+    put = httpx.put(f"{gateway}/api/webhooks/sonarr", json=fixture("sonarr", "test"))
+    assert form.status_code == 202 and put.status_code == 202
+    assert form.json()["sync_requests"][0]["parameters"] == {"rating_key": "91544"}
+    assert put.json()["action"] == "test"
