@@ -5,29 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, select
 
 from smartplex_sync.store.history import refresh_play_totals, upsert_plays
 from smartplex_sync.store.tables import media_items, watch_history
 from tests.conftest import both_backends
+from tests.support.factories import add_movie
 
 T0 = datetime(2024, 5, 1, 20, 0, tzinfo=UTC)
 
 
 def add_item(conn: Connection, rating_key: str, server_id: str = "pms-a") -> None:
-    conn.execute(
-        insert(media_items).values(
-            server_id=server_id,
-            rating_key=rating_key,
-            type="movie",
-            title=f"Movie {rating_key}",
-            total_play_count=0,
-            complete_play_count=0,
-            partial_play_count=0,
-            total_watch_time_seconds=0,
-            synced_at=T0,
-        )
-    )
+    add_movie(conn, rating_key, server_id, synced_at=T0)
 
 
 def play(

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, select
 
 from flows.clients.tautulli import TautulliClient, history_after
 from flows.tautulli_sync import fetch_server, sync_history, tautulli_sync, watch_row
@@ -30,6 +30,7 @@ from smartplex_sync.settings import get_settings
 from smartplex_sync.store.history import refresh_play_totals
 from smartplex_sync.store.tables import media_items, watch_history
 from tests.conftest import both_backends
+from tests.support.factories import add_movie
 
 # Most tests call the flow body (`tautulli_sync.fn`), outside a flow run, where Prefect warns about artifacts.
 pytestmark = pytest.mark.filterwarnings("ignore:Artifact creation outside:FutureWarning")
@@ -57,23 +58,7 @@ class Setup:
             conn.execute(delete(watch_history))
             conn.execute(delete(media_items))
             for rating_key in IN_LIBRARY:
-                add_media_item(conn, str(rating_key))
-
-
-def add_media_item(conn: Any, rating_key: str) -> None:
-    conn.execute(
-        insert(media_items).values(
-            server_id=PMS,
-            rating_key=rating_key,
-            type="movie",
-            title=f"Movie {rating_key}",
-            total_play_count=0,
-            complete_play_count=0,
-            partial_play_count=0,
-            total_watch_time_seconds=0,
-            synced_at=datetime.now(UTC),
-        )
-    )
+                add_movie(conn, str(rating_key), PMS)
 
 
 @pytest.fixture
@@ -273,7 +258,7 @@ def test_plays_of_items_not_in_the_library_are_kept_and_linked_when_the_item_arr
     assert (result["plays_fetched"], result["new"], result["items_refreshed"]) == (2, 2, 0)
     assert set(stored_plays(setup.engine)) == {p.row_id for p in plays}
     with setup.engine.begin() as conn:  # what the Plex sync does after inserting new media items
-        add_media_item(conn, str(late.rating_key))
+        add_movie(conn, str(late.rating_key), PMS)
         assert refresh_play_totals(conn, PMS, [str(late.rating_key)]) == 1
     assert stored_totals(setup.engine)[str(late.rating_key)] == expected_totals(plays)
 
