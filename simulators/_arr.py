@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 
@@ -50,6 +50,48 @@ def install_controls(app: FastAPI, controls: Controls, public_paths: frozenset[s
         if controls.failure_rate and controls.rng.random() < controls.failure_rate:
             return JSONResponse({"message": "simulated failure"}, status_code=controls.failure_status)
         return await call_next(request)
+
+
+def create_arr_app(
+    name: str,
+    resource: str,
+    state_name: str,
+    items: list[dict[str, Any]],
+    status: dict[str, Any],
+    *,
+    api_key: str,
+    seed: int,
+    failure_rate: float,
+    latency: float,
+) -> FastAPI:
+    """What Sonarr and Radarr share: `/ping`, `/api/v3/system/status`, and `/api/v3/<resource>[/{id}]`
+    over `app.state.<state_name>` (starting as `items`; tests replace it while the app runs)."""
+    app = FastAPI(title=f"{name} simulator")
+    controls = Controls(api_key=api_key, seed=seed, failure_rate=failure_rate, latency_seconds=latency)
+    app.state.controls = controls
+    setattr(app.state, state_name, items)
+    install_controls(app, controls, public_paths=frozenset({"/ping"}))
+
+    @app.get("/ping")
+    def ping() -> dict[str, str]:
+        return {"status": "OK"}
+
+    @app.get("/api/v3/system/status")
+    def system_status() -> dict[str, Any]:
+        return status
+
+    @app.get(f"/api/v3/{resource}")
+    def all_items() -> list[dict[str, Any]]:
+        return getattr(app.state, state_name)
+
+    @app.get(f"/api/v3/{resource}/{{item_id}}")
+    def one_item(item_id: int) -> dict[str, Any]:
+        for item in getattr(app.state, state_name):
+            if item["id"] == item_id:
+                return item
+        raise HTTPException(404, detail="NotFound")
+
+    return app
 
 
 def without_nulls(value: Any) -> Any:

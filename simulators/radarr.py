@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 
-from simulators._arr import Controls, install_controls, send_arr_webhook
+from simulators._arr import create_arr_app, send_arr_webhook
 
 RADARR_VERSION = "5.28.0.10274"
 _WORDS = [
@@ -111,19 +111,13 @@ def create_radarr_app(
     latency: float = 0.0,
 ) -> FastAPI:
     """The simulator as an ASGI app; `movies` defaults to `generate_movies(count, seed)`."""
-    app = FastAPI(title="Radarr simulator")
-    controls = Controls(api_key=api_key, seed=seed, failure_rate=failure_rate, latency_seconds=latency)
-    app.state.controls = controls
-    app.state.movies = list(movies) if movies is not None else generate_movies(count, seed)
-    install_controls(app, controls, public_paths=frozenset({"/ping"}))
-
-    @app.get("/ping")
-    def ping() -> dict[str, str]:
-        return {"status": "OK"}
-
-    @app.get("/api/v3/system/status")
-    def system_status() -> dict[str, Any]:
-        return {
+    items = list(movies) if movies is not None else generate_movies(count, seed)
+    return create_arr_app(
+        "Radarr",
+        "movie",
+        "movies",
+        items,
+        {
             "appName": "Radarr",
             "instanceName": "Radarr",
             "version": RADARR_VERSION,
@@ -133,20 +127,12 @@ def create_radarr_app(
             "authentication": "forms",
             "urlBase": "",
             "runtimeName": ".NET",
-        }
-
-    @app.get("/api/v3/movie")
-    def all_movies() -> list[dict[str, Any]]:
-        return app.state.movies
-
-    @app.get("/api/v3/movie/{movie_id}")
-    def one_movie(movie_id: int) -> dict[str, Any]:
-        for movie in app.state.movies:
-            if movie["id"] == movie_id:
-                return movie
-        raise HTTPException(404, detail="NotFound")
-
-    return app
+        },
+        api_key=api_key,
+        seed=seed,
+        failure_rate=failure_rate,
+        latency=latency,
+    )
 
 
 def download_payload(movie: dict[str, Any], *, is_upgrade: bool = False) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 
-from simulators._arr import Controls, install_controls, send_arr_webhook
+from simulators._arr import create_arr_app, send_arr_webhook
 
 SONARR_VERSION = "4.0.14.2939"
 _WORDS = [
@@ -129,19 +129,13 @@ def create_sonarr_app(
     latency: float = 0.0,
 ) -> FastAPI:
     """The simulator as an ASGI app; `series` defaults to `generate_series(count, seed)`."""
-    app = FastAPI(title="Sonarr simulator")
-    controls = Controls(api_key=api_key, seed=seed, failure_rate=failure_rate, latency_seconds=latency)
-    app.state.controls = controls
-    app.state.series = list(series) if series is not None else generate_series(count, seed)
-    install_controls(app, controls, public_paths=frozenset({"/ping"}))
-
-    @app.get("/ping")
-    def ping() -> dict[str, str]:
-        return {"status": "OK"}
-
-    @app.get("/api/v3/system/status")
-    def system_status() -> dict[str, Any]:
-        return {
+    items = list(series) if series is not None else generate_series(count, seed)
+    return create_arr_app(
+        "Sonarr",
+        "series",
+        "series",
+        items,
+        {
             "appName": "Sonarr",
             "instanceName": "Sonarr",
             "version": SONARR_VERSION,
@@ -160,20 +154,12 @@ def create_sonarr_app(
             "urlBase": "",
             "runtimeVersion": "6.0.35",
             "runtimeName": ".NET",
-        }
-
-    @app.get("/api/v3/series")
-    def all_series() -> list[dict[str, Any]]:
-        return app.state.series
-
-    @app.get("/api/v3/series/{series_id}")
-    def one_series(series_id: int) -> dict[str, Any]:
-        for item in app.state.series:
-            if item["id"] == series_id:
-                return item
-        raise HTTPException(404, detail="NotFound")
-
-    return app
+        },
+        api_key=api_key,
+        seed=seed,
+        failure_rate=failure_rate,
+        latency=latency,
+    )
 
 
 def download_payload(
