@@ -290,6 +290,7 @@ _content_types = st.sampled_from(
 _bodies = st.one_of(
     st.binary(max_size=300),
     st.text(alphabet=string.printable, max_size=200).map(str.encode),
+    st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=60).map(str.encode),  # NUL too
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
         lambda children: (
@@ -300,6 +301,7 @@ _bodies = st.one_of(
 )
 
 
+@both_backends  # PostgreSQL refuses NUL characters that SQLite takes
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     source=st.sampled_from(["plex", "tautulli", "sonarr", "radarr", "overseerr"]),
@@ -378,3 +380,26 @@ def test_tautulli_form_fields_and_arr_put_are_accepted(gateway: str, engine: Eng
     assert form.status_code == 202 and put.status_code == 202
     assert form.json()["sync_requests"][0]["parameters"] == {"rating_key": "91544"}
     assert put.json()["action"] == "test"
+
+
+@both_backends
+def test_nul_characters_are_stored_without_failing_the_delivery(gateway: str, engine: Engine) -> None:
+    response = httpx.post(f"{gateway}/api/webhooks/radarr", json={"eventType": "Te\x00st", "x": "a\x00b"})
+    assert response.status_code == 202, response.text
+    [row] = rows(engine)
+    assert (row["event_type"], row["payload"]["x"]) == ("Te\ufffdst", "a\ufffdb")
+
+
+def test_a_content_type_header_that_is_not_ascii_gets_a_4xx(gateway: str, engine: Engine) -> None:
+    for source in ("sonarr", "plex"):
+        response = httpx.post(
+            f"{gateway}/api/webhooks/{source}",
+            content=b"{}",
+            headers={"Content-Type": b"application/\xe9json"},
+        )
+        assert response.status_code == 415, response.text
+    assert [r["http_status"] for r in rows(engine)] == [415, 415]
+
+
+def test_replay_of_an_id_out_of_range_is_a_4xx(gateway: str) -> None:
+    assert httpx.post(f"{gateway}/api/webhooks/99999999999999999999/replay").status_code == 422

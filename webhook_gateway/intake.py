@@ -49,7 +49,7 @@ def _json(body: bytes) -> Decoded:
 
 def _content_type(request: Request) -> str:
     media_type, _ = parse_options_header(request.headers.get("content-type", ""))
-    return media_type.decode().lower()
+    return media_type.decode("latin-1").lower()  # header bytes are latin-1; never fails
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes | PayloadError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -73,16 +73,7 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
         return _reject(row_id, error)
 
     decoded = await decode(source, request, gateway.settings.max_body_bytes)
-    parsed: ParsedDelivery | None = None
-    error = decoded.error
-    if error is None:
-        try:
-            parsed = sources.parse(source, decoded.payload)
-        except PayloadError as exc:
-            error = exc
-        except Exception:  # a parser bug must not cost the delivery: keep it, answer 422, fix, replay
-            log.exception("%s parser failed", source.value)
-            error = PayloadError("the payload could not be interpreted", 422)
+    parsed, error = (None, decoded.error) if decoded.error else _parse(source, decoded.payload)
     row_id = await _record(gateway, source, decoded.stored, parsed, error)
     if error is not None:
         log.info("%s webhook %d rejected (%d): %s", source.value, row_id, error.status_code, error.message)
@@ -107,6 +98,16 @@ def _accept(
         note=note,
     )
     return JSONResponse(accepted.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+
+
+def _parse(source: Source, payload: Any) -> tuple[ParsedDelivery | None, PayloadError | None]:
+    try:
+        return sources.parse(source, payload), None
+    except PayloadError as exc:
+        return None, exc
+    except Exception:  # a parser bug must not cost the delivery: keep it, answer 422, fix, replay
+        log.exception("%s parser failed", source.value)
+        return None, PayloadError("the payload could not be interpreted", 422)
 
 
 async def _record(
@@ -177,7 +178,9 @@ Authorized = Annotated[None, Depends(require_token)]
     response_model=WebhookAccepted,
     responses={404: {"model": WebhookError}, 409: {"model": WebhookError}},
 )
-async def replay(webhook_id: int, gateway: GatewayDep, _: Authorized) -> JSONResponse:
+async def replay(
+    webhook_id: Annotated[int, Path(ge=1, le=2**63 - 1)], gateway: GatewayDep, _: Authorized
+) -> JSONResponse:
     """Parse a stored delivery again with today's parsers and record it as a new delivery (which the
     dispatcher then turns into flow runs). For deliveries rejected by a since-fixed parser, or to re-run
     the syncs a delivery asked for."""
@@ -190,10 +193,10 @@ async def replay(webhook_id: int, gateway: GatewayDep, _: Authorized) -> JSONRes
             webhook_id, PayloadError(f"webhook {webhook_id} has no readable payload to replay", 409)
         )
     source = Source(original["source"])
-    try:
-        parsed = sources.parse(source, payload)
-    except PayloadError as exc:
-        return _reject(webhook_id, exc)
+    parsed, error = _parse(source, payload)
+    if error is not None:
+        return _reject(webhook_id, error)
+    assert parsed is not None
     row_id = await _record(gateway, source, payload, parsed, None)
     note = f"replay of webhook {webhook_id}" + (f"; {parsed.note}" if parsed.note else "")
     return _accept(gateway, row_id, source, parsed, note)

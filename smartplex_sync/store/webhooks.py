@@ -29,6 +29,17 @@ class PendingDelivery:
         return SyncRequest.from_json(self.requests[index])
 
 
+def _storable(value: Any) -> Any:
+    """PostgreSQL's text and jsonb cannot hold NUL characters: store them as U+FFFD instead."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
 def record(
     engine: Engine,
     *,
@@ -49,15 +60,15 @@ def record(
             webhook_log.insert()
             .values(
                 source=source,
-                event_type=event_type,
-                payload=payload,
+                event_type=_storable(event_type),
+                payload=_storable(payload),
                 received_at=received_at or now,
                 processed=done,
                 processed_at=now if done else None,
-                error_message=error_message,
+                error_message=_storable(error_message),
                 action=action,
                 http_status=http_status,
-                sync_requests=[r.to_json() for r in requests],
+                sync_requests=_storable([r.to_json() for r in requests]),
                 dispatch_attempts=0,
             )
             .returning(webhook_log.c.id)
