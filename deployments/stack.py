@@ -162,22 +162,29 @@ class Stack:
 async def _retry_interrupted_runs(api_url: str) -> list[str]:
     """Runs left pending or running by a stop (the worker died mid-run or mid-submission) hold their
     deployment's concurrency slot and would never finish. Mark them crashed (which frees the slot) and
-    then awaiting retry, so the new worker runs them again; syncs are idempotent. Returns their names."""
+    then awaiting retry, so the new worker runs them again; syncs are idempotent. Runs someone was
+    cancelling are marked cancelled. Returns the names of the runs retried."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
-    from prefect.states import AwaitingRetry, Crashed
+    from prefect.states import AwaitingRetry, Cancelled, Crashed
 
     interrupted = FlowRunFilter(
         state=FlowRunFilterState(
             type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING])
         )
     )
+    retried = []
     async with PrefectClient(api_url) as client:
-        runs = await client.read_flow_runs(flow_run_filter=interrupted)
-        for run in runs:
+        for run in await client.read_flow_runs(flow_run_filter=interrupted):
+            if run.state_type is StateType.CANCELLING:
+                await client.set_flow_run_state(
+                    run.id, Cancelled(message="cancelled while the stack stopped")
+                )
+                continue
             await client.set_flow_run_state(run.id, Crashed(message="interrupted when the stack stopped"))
             await client.set_flow_run_state(run.id, AwaitingRetry(message="run again after a restart"))
-    return [run.name for run in runs]
+            retried.append(run.name)
+    return retried
 
 
 class _Stop(Exception):

@@ -47,9 +47,18 @@ def test_next_window_or_other_parameters_get_another_run() -> None:
 def test_without_coalescing_every_delivery_gets_its_own_run_now() -> None:
     single = SyncRequest(Deployment.TAUTULLI_SYNC, {"rating_key": "7"}, coalesce=False)
     plans = [plan_run(pending(i, T0, single), 0, coalesce_seconds=10) for i in (1, 2)]
-    assert plans[0].idempotency_key == "webhook:1:0" != plans[1].idempotency_key
+    assert plans[0].idempotency_key == f"webhook:1:{T0.timestamp():.6f}:0" != plans[1].idempotency_key
     assert plans[0].start_at == T0
-    assert plan_run(pending(1, T0, LIBRARY), 0, coalesce_seconds=0).idempotency_key == "webhook:1:0"
+    assert (
+        plan_run(pending(1, T0, LIBRARY), 0, coalesce_seconds=0).idempotency_key == plans[0].idempotency_key
+    )
+
+
+def test_a_new_database_reusing_row_ids_never_gets_an_old_run() -> None:
+    single = SyncRequest(Deployment.TAUTULLI_SYNC, {"rating_key": "7"}, coalesce=False)
+    before = plan_run(pending(1, T0, single), 0, coalesce_seconds=10)
+    after_reset = plan_run(pending(1, T0 + timedelta(days=3), single), 0, coalesce_seconds=10)
+    assert before.idempotency_key != after_reset.idempotency_key
 
 
 def test_tags_name_source_and_event() -> None:
@@ -164,7 +173,7 @@ async def test_prefect_down_keeps_deliveries_pending_then_dispatches_them(
         assert row["processed"] is True and row["error_message"] is None and row["dispatch_attempts"] == 2
         run = await prefect.read_flow_run(row["flow_run_id"])
         assert run.parameters["rating_key"] == "91544"
-        assert run.idempotency_key == f"webhook:{delivery_id}:0"
+        assert run.idempotency_key.startswith(f"webhook:{delivery_id}:")
     finally:
         await _cleanup(prefect, {row["flow_run_id"]})
 

@@ -183,6 +183,6 @@ def test_a_failing_run_shows_its_error_on_the_delivery(gateway: str, engine: Eng
             ).scalar_one()
 
     message = wait_for(error_shown, 30, "the run's error on its delivery")
-    assert message.startswith("flow run failed:") and "999" in message
+    assert message.startswith(f"flow run {row['flow_run_id']} failed:") and "999" in message
     status = httpx.get(f"{gateway}/api/webhooks/status").json()
     assert next(w for w in status["recent_webhooks"] if w["id"] == row["id"])["error_message"] == message

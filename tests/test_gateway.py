@@ -332,24 +332,40 @@ def test_sync_status_shows_each_services_schedule(gateway: str) -> None:
     assert services["plex"]["deployment"] == "plex-library-sync"
 
 
+@both_backends
 def test_a_failed_run_shows_on_the_deliveries_it_served_until_it_completes(engine: Engine) -> None:
+    """Also when it is not a delivery's first run (a Sonarr Download asks for two)."""
     from smartplex_sync.models import Deployment, SyncRequest
     from smartplex_sync.store import webhooks
 
-    request = SyncRequest(Deployment.TAUTULLI_SYNC, {"days": 7})
+    library = SyncRequest(Deployment.PLEX_LIBRARY_SYNC, {"section_type": "show"})
+    sonarr = SyncRequest(Deployment.SONARR_SYNC, {"series": [{"id": 1}]})
     ids = [
         webhooks.record(
-            engine, source="plex", event_type="media.scrobble", payload={}, action="x", requests=[request]
+            engine, source="sonarr", event_type="Download", payload={}, action="x", requests=[library, sonarr]
         )
         for _ in range(2)
     ]
+    other = webhooks.record(
+        engine, source="sonarr", event_type="Download", payload={}, action="x", requests=[library]
+    )
     for delivery_id in ids:
-        webhooks.mark_dispatched(engine, delivery_id, [{**request.to_json(), "flow_run_id": "run-1"}])
-    assert webhooks.record_run_failure(engine, "run-1", "tautulli: GET /api/v2 answered 401") == 2
-    assert {r["error_message"] for r in rows(engine)} == {
-        "flow run failed: tautulli: GET /api/v2 answered 401"
+        runs = [
+            {**library.to_json(), "flow_run_id": "run-lib"},
+            {**sonarr.to_json(), "flow_run_id": "run-son"},
+        ]
+        webhooks.mark_dispatched(engine, delivery_id, runs)
+    webhooks.mark_dispatched(engine, other, [{**library.to_json(), "flow_run_id": "run-lib"}])
+
+    assert webhooks.record_run_failure(engine, "run-son", "sonarr: GET /api/v3/series answered 401") == 2
+    errors = {r["id"]: r["error_message"] for r in rows(engine)}
+    assert errors == {
+        ids[0]: "flow run run-son failed: sonarr: GET /api/v3/series answered 401",
+        ids[1]: "flow run run-son failed: sonarr: GET /api/v3/series answered 401",
+        other: None,
     }
-    assert webhooks.clear_run_failure(engine, "run-1") == 2
+    assert webhooks.clear_run_failure(engine, "run-lib") == 0  # another run's success clears nothing
+    assert webhooks.clear_run_failure(engine, "run-son") == 2
     assert {r["error_message"] for r in rows(engine)} == {None}
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from prefect.client.orchestration import PrefectClient
-from prefect.states import Pending, Running
+from prefect.client.schemas.objects import StateType
+from prefect.states import Pending, Running, State
 
 from deployments.stack import _retry_interrupted_runs
 from smartplex_sync.models import Deployment
@@ -19,7 +20,7 @@ def test_runs_cut_off_by_a_stop_are_run_again(prefect_deployments: PrefectStack)
         async with PrefectClient(api_url) as client:
             deployment = await client.read_deployment_by_name(Deployment.WEBHOOK_RETENTION.full_name)
             runs = []
-            for state in (Pending(), Running()):
+            for state in (Pending(), Running(), State(type=StateType.CANCELLING, name="Cancelling")):
                 run = await client.create_flow_run_from_deployment(
                     deployment.id, name=f"cut-off-{state.name}"
                 )
@@ -33,4 +34,5 @@ def test_runs_cut_off_by_a_stop_are_run_again(prefect_deployments: PrefectStack)
 
     names, states = asyncio.run(scenario())
     assert {"cut-off-Pending", "cut-off-Running"} <= set(names)
-    assert states == ["AwaitingRetry", "AwaitingRetry"]
+    assert "cut-off-Cancelling" not in names
+    assert states == ["AwaitingRetry", "AwaitingRetry", "Cancelled"]

@@ -59,7 +59,8 @@ def plan_run(delivery: PendingDelivery, index: int, coalesce_seconds: int) -> Ru
         key = f"{request.coalescing_key}:{bucket_start}"
         start_at = datetime.fromtimestamp(bucket_start + coalesce_seconds, UTC)
     else:
-        key = f"webhook:{delivery.id}:{index}"
+        # The receipt time too: row ids start again in a new database, Prefect's keys never expire.
+        key = f"webhook:{delivery.id}:{delivery.received_at.timestamp():.6f}:{index}"
         start_at = delivery.received_at
     name = f"{delivery.source}-{delivery.event_type}-{delivery.id}".lower().replace(" ", "-")
     return RunPlan(request.deployment, request.parameters, key, start_at, name, tags)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy import Engine, Text, case, cast, func, select, update
 
 from smartplex_sync.models import SyncRequest
 from smartplex_sync.store.engine import utcnow
@@ -160,13 +160,22 @@ def mark_dispatch_failed(
         )
 
 
+RUN_LOOKBACK = timedelta(days=7)  # a run serves deliveries received shortly before it was created
+
+
+def _served_by(flow_run_id: str) -> Any:
+    """Deliveries whose sync requests include this run (a delivery can ask for several runs)."""
+    recent = webhook_log.c.received_at >= utcnow() - RUN_LOOKBACK
+    return recent & cast(webhook_log.c.sync_requests, Text).contains(flow_run_id, autoescape=True)
+
+
 def record_run_failure(engine: Engine, flow_run_id: str, message: str) -> int:
     """A flow run failed: show its error on every delivery it served. Returns the rows touched."""
     with engine.begin() as conn:
         return conn.execute(
             update(webhook_log)
-            .where(webhook_log.c.flow_run_id == flow_run_id)
-            .values(error_message=f"flow run failed: {message}"[:2000])
+            .where(_served_by(flow_run_id))
+            .values(error_message=_storable(f"flow run {flow_run_id} failed: {message}")[:2000])
         ).rowcount
 
 
@@ -176,8 +185,7 @@ def clear_run_failure(engine: Engine, flow_run_id: str) -> int:
         return conn.execute(
             update(webhook_log)
             .where(
-                webhook_log.c.flow_run_id == flow_run_id,
-                webhook_log.c.error_message.like("flow run failed:%"),
+                _served_by(flow_run_id), webhook_log.c.error_message.like(f"flow run {flow_run_id} failed:%")
             )
             .values(error_message=None)
         ).rowcount
