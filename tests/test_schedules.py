@@ -159,7 +159,10 @@ def test_mirror_write_keeps_an_admin_edit_made_meanwhile(engine: Engine) -> None
         conn.execute(text("UPDATE sync_schedule SET enabled = false WHERE service = 'plex'"))
     assert not write_mirror(engine, plex, enabled=True, interval_hours=12, history=RunHistory())
     after = next(r for r in read_schedules(engine) if r.service == "plex")
-    assert (after.enabled, after.synced_enabled) == (False, None)
+    # The admin's value stays; what Prefect holds is recorded as synced, so the next pass pushes the edit.
+    assert (after.enabled, after.synced_enabled, after.synced_interval_hours) == (False, True, 12)
+    decision = reconcile(after, prefect_enabled=True, prefect_hours=12, prefer_table=False)
+    assert (decision.enabled.value, decision.enabled.push, decision.enabled.conflict) == (False, True, False)
 
 
 def test_mirror_loop_survives_prefect_being_down(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:

@@ -57,7 +57,9 @@ def write_mirror(
     """Store the agreed schedule (as both the value and the synced value) and the run history.
 
     Compare-and-set: only when the row still holds the `enabled` / `interval_hours` it was read with, so an
-    admin's UPDATE made in between is kept for the next mirror. Returns whether the row was written.
+    admin's UPDATE made in between is kept for the next mirror. Even then the synced values (what Prefect
+    now holds) and the history are recorded, so that next mirror sees the admin's value as the table's
+    edit and pushes it, instead of taking it for a conflict. Returns whether the values were written.
     """
     now = utcnow()
     values: dict[str, object] = {
@@ -84,4 +86,8 @@ def write_mirror(
         .values(**values)
     )
     with engine.begin() as conn:
-        return conn.execute(statement).rowcount == 1
+        if conn.execute(statement).rowcount == 1:
+            return True
+        agreed = {k: v for k, v in values.items() if k not in ("enabled", "interval_hours", "updated_at")}
+        conn.execute(update(sync_schedule).where(sync_schedule.c.service == row.service).values(**agreed))
+        return False
