@@ -37,7 +37,7 @@ def requests_from_parameters(requests: Sequence[Mapping[str, Any]]) -> list[Over
         parsed.append(
             OverseerrRequest(
                 request_id=request_id,
-                media_type=str(item.get("media_type") or "movie"),
+                media_type=text_or_none(item.get("media_type")),
                 status=str(item.get("status") or "PENDING").upper(),
                 tmdb_id=positive_int(item.get("tmdb_id")),
                 tvdb_id=positive_int(item.get("tvdb_id")),

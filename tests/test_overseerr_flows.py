@@ -103,3 +103,12 @@ def test_webhook_updates_a_request_without_overseerr_configured(
             select(overseerr_requests.c.requested_at).where(overseerr_requests.c.request_id == first["id"])
         ).scalar_one()
     assert kept == requested_at is not None
+
+    # A custom template without media_type: a stored tv request stays tv (it is not guessed as "movie").
+    show = next(r for r in app.state.requests if r["media"]["mediaType"] == "tv")
+    overseerr_flow.overseerr_sync.fn(requests=[dict(webhook, request_id=show["id"], media_type=None)])
+    with engine.connect() as conn:
+        media_type = conn.execute(
+            select(overseerr_requests.c.media_type).where(overseerr_requests.c.request_id == show["id"])
+        ).scalar_one()
+    assert media_type == "tv"

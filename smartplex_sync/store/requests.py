@@ -24,7 +24,7 @@ class OverseerrRequest:
     overwrites a stored value."""
 
     request_id: int
-    media_type: str
+    media_type: str | None  # movie | tv; a custom webhook template may leave it out
     status: str
     tmdb_id: int | None = None
     tvdb_id: int | None = None
@@ -65,6 +65,7 @@ def upsert_requests(conn: Connection, requests: Iterable[OverseerrRequest], sync
         result = conn.execute(update(overseerr_requests).where(key).values(synced_at=synced_at, **known))
         if result.rowcount == 0:
             known.setdefault("is_4k", False)
+            known.setdefault("media_type", "unknown")
             conn.execute(
                 overseerr_requests.insert().values(
                     request_id=request.request_id, synced_at=synced_at, **known
