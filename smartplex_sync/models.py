@@ -78,11 +78,14 @@ class SyncRequest:
 
     Deliveries asking for the same deployment with the same parameters inside `coalesce` seconds of
     each other share one flow run (see `coalescing_key`); `coalesce=False` gives every delivery its own.
+    `wait_for_plex_scan` starts the run SMARTPLEX_PLEX_SCAN_GRACE_SECONDS later: Sonarr and Radarr post
+    `Download` as soon as a file is imported, and Plex lists it only after its own scan.
     """
 
     deployment: Deployment
     parameters: dict[str, Any] = field(default_factory=dict)
     coalesce: bool = True
+    wait_for_plex_scan: bool = False
 
     @property
     def coalescing_key(self) -> str:
@@ -91,12 +94,20 @@ class SyncRequest:
         return f"{self.deployment.value}:{digest}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"deployment": self.deployment.value, "parameters": self.parameters, "coalesce": self.coalesce}
+        return {
+            "deployment": self.deployment.value,
+            "parameters": self.parameters,
+            "coalesce": self.coalesce,
+            "wait_for_plex_scan": self.wait_for_plex_scan,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SyncRequest:
         return cls(
-            Deployment(data["deployment"]), dict(data.get("parameters") or {}), data.get("coalesce", True)
+            Deployment(data["deployment"]),
+            dict(data.get("parameters") or {}),
+            data.get("coalesce", True),
+            bool(data.get("wait_for_plex_scan", False)),
         )
 
 

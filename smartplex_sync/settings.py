@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         10, ge=0, description="Deliveries asking for the same sync within this window share one flow run."
     )
     dispatch_poll_seconds: float = 5.0
+    plex_scan_grace_seconds: int = Field(
+        120,
+        ge=0,
+        description="Library syncs asked for by Sonarr/Radarr downloads wait this long for Plex's scan.",
+    )
 
     plex_url: str | None = None
     plex_token: SecretStr | None = None

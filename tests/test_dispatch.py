@@ -199,3 +199,14 @@ async def test_dispatching_a_row_twice_creates_no_second_run(engine: Engine, pre
         assert second["flow_run_id"] == first["flow_run_id"]
     finally:
         await _cleanup(prefect, {first["flow_run_id"]})
+
+
+def test_a_delayed_request_starts_after_its_window_plus_the_delay() -> None:
+    delayed = SyncRequest(Deployment.PLEX_LIBRARY_SYNC, {"section_type": "show"}, wait_for_plex_scan=True)
+    plan = plan_run(pending(1, T0, delayed), 0, coalesce_seconds=10, scan_grace_seconds=120)
+    assert plan.start_at == datetime(2026, 11, 28, 12, 2, 10, tzinfo=UTC)
+    undelayed = SyncRequest(Deployment.PLEX_LIBRARY_SYNC, {"section_type": "show"})
+    assert plan.idempotency_key == plan_run(pending(2, T0, undelayed), 0, coalesce_seconds=10).idempotency_key
+    assert plan_run(pending(1, T0, delayed), 0, coalesce_seconds=10).start_at == datetime(
+        2026, 11, 28, 12, 0, 10, tzinfo=UTC
+    )

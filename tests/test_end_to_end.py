@@ -42,7 +42,11 @@ def engine(stack: PrefectStack) -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def gateway(stack: PrefectStack) -> Iterator[str]:
     settings = Settings(
-        database_url=stack.database_url, coalesce_seconds=2, dispatch_poll_seconds=1, _env_file=None
+        database_url=stack.database_url,
+        coalesce_seconds=2,
+        plex_scan_grace_seconds=3,
+        dispatch_poll_seconds=1,
+        _env_file=None,
     )
     with serve_in_thread(create_app(settings)) as url:
         yield url

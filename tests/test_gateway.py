@@ -103,7 +103,12 @@ def test_seed_guide_curl_examples_are_accepted(gateway: str, engine: Engine) -> 
     assert plex.status_code == 202, plex.text
     assert tautulli.status_code == 202, tautulli.text
     assert tautulli.json()["sync_requests"] == [
-        {"deployment": "tautulli-sync", "parameters": {"rating_key": "12345"}, "coalesce": True}
+        {
+            "deployment": "tautulli-sync",
+            "parameters": {"rating_key": "12345"},
+            "coalesce": True,
+            "wait_for_plex_scan": False,
+        }
     ]
     assert [r["event_type"] for r in rows(engine)] == ["library.new", "playback.stop"]
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, ParsedDelivery, Source
+from smartplex_sync.models import Action, Deployment, ParsedDelivery, Source
 from webhook_gateway.sources import PARSERS, parse
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -273,3 +273,16 @@ def test_a_fixture_with_any_value_replaced_parses_or_raises_payload_error(
     mutated: tuple[Source, Any],
 ) -> None:
     assert_parses_or_rejects(*mutated)
+
+
+@pytest.mark.parametrize(("source", "name"), [(Source.SONARR, "download"), (Source.RADARR, "download")])
+def test_arr_downloads_give_plex_time_to_scan_before_the_library_sync(source: Source, name: str) -> None:
+    payload = json.loads((FIXTURES / source.value / f"{name}.json").read_text())
+    library, arr = parse(source, payload).requests
+    assert library.deployment is Deployment.PLEX_LIBRARY_SYNC and library.wait_for_plex_scan
+    assert not arr.wait_for_plex_scan  # their ids need no scan
+
+
+def test_plex_library_new_starts_the_sync_without_waiting() -> None:
+    payload = json.loads((FIXTURES / "plex" / "library_new_movie.json").read_text())
+    assert not parse(Source.PLEX, payload).requests[0].wait_for_plex_scan

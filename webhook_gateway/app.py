@@ -24,7 +24,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     gateway = Gateway(settings, engine)
     if background:
         gateway.dispatcher = Dispatcher(
-            engine, coalesce_seconds=settings.coalesce_seconds, poll_seconds=settings.dispatch_poll_seconds
+            engine,
+            coalesce_seconds=settings.coalesce_seconds,
+            scan_grace_seconds=settings.plex_scan_grace_seconds,
+            poll_seconds=settings.dispatch_poll_seconds,
         )
 
     @asynccontextmanager

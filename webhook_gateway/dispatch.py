@@ -49,7 +49,9 @@ class RunPlan:
     tags: tuple[str, ...]
 
 
-def plan_run(delivery: PendingDelivery, index: int, coalesce_seconds: int) -> RunPlan:
+def plan_run(
+    delivery: PendingDelivery, index: int, coalesce_seconds: int, scan_grace_seconds: int = 0
+) -> RunPlan:
     """Pure: the flow run a delivery's `index`-th sync request asks for."""
     request: SyncRequest = delivery.sync_request(index)
     tags = (f"source:{delivery.source}", f"event:{delivery.event_type}", WEBHOOK_TAG)
@@ -63,6 +65,8 @@ def plan_run(delivery: PendingDelivery, index: int, coalesce_seconds: int) -> Ru
         key = f"webhook:{delivery.id}:{delivery.received_at.timestamp():.6f}:{index}"
         start_at = delivery.received_at
     name = f"{delivery.source}-{delivery.event_type}-{delivery.id}".lower().replace(" ", "-")
+    if request.wait_for_plex_scan:
+        start_at += timedelta(seconds=scan_grace_seconds)
     return RunPlan(request.deployment, request.parameters, key, start_at, name, tags)
 
 
@@ -76,11 +80,13 @@ class Dispatcher:
         engine: Engine,
         *,
         coalesce_seconds: int,
+        scan_grace_seconds: int = 0,
         poll_seconds: float = 5.0,
         client_factory: Callable[[], PrefectClient] = get_client,
     ) -> None:
         self.engine = engine
         self.coalesce_seconds = coalesce_seconds
+        self.scan_grace_seconds = scan_grace_seconds
         self.poll_seconds = poll_seconds
         self._client_factory = client_factory
         self._wake = asyncio.Event()
@@ -119,7 +125,7 @@ class Dispatcher:
         try:
             for index, request in enumerate(requests):
                 if not request.get("flow_run_id"):
-                    plan = plan_run(delivery, index, self.coalesce_seconds)
+                    plan = plan_run(delivery, index, self.coalesce_seconds, self.scan_grace_seconds)
                     if plan.idempotency_key not in runs_by_key:
                         runs_by_key[plan.idempotency_key] = await self._create_run(client, plan)
                     request["flow_run_id"] = str(runs_by_key[plan.idempotency_key])

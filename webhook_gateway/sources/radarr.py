@@ -50,7 +50,11 @@ def parse(payload: Any) -> ParsedDelivery:
         return ParsedDelivery(event, action=Action.IGNORED)
     movie = _read_movie(delivery, event)
     requests = (
-        SyncRequest(Deployment.PLEX_LIBRARY_SYNC, {"section_type": "movie", "mode": "incremental"}),
+        SyncRequest(
+            Deployment.PLEX_LIBRARY_SYNC,
+            {"section_type": "movie", "mode": "incremental"},
+            wait_for_plex_scan=True,  # the file is imported; Plex has yet to scan it
+        ),
         SyncRequest(Deployment.RADARR_SYNC, {"movies": [asdict(movie)]}),
     )
     upgrade = event == "Upgrade" or optional_bool(delivery, "isUpgrade", event)

@@ -55,7 +55,11 @@ def parse(payload: Any) -> ParsedDelivery:
         return ParsedDelivery(event, action=Action.IGNORED)
     series = _read_series(delivery, event)
     requests = (
-        SyncRequest(Deployment.PLEX_LIBRARY_SYNC, {"section_type": "show", "mode": "incremental"}),
+        SyncRequest(
+            Deployment.PLEX_LIBRARY_SYNC,
+            {"section_type": "show", "mode": "incremental"},
+            wait_for_plex_scan=True,  # the file is imported; Plex has yet to scan it
+        ),
         SyncRequest(Deployment.SONARR_SYNC, {"series": [asdict(series)]}),
     )
     return ParsedDelivery(event, requests, note=_download_kind(delivery, event))
