@@ -13,16 +13,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from deployments.schedules import PREFECT_YAML, load_defaults, read_history, read_prefect_side
 from smartplex_sync.errors import ConfigurationError, ServiceError
 from smartplex_sync.migrate import pending
 from smartplex_sync.models import SCHEDULED_SERVICES, WORK_POOL, Deployment, Source
 from smartplex_sync.settings import Settings
-from smartplex_sync.store import utcnow
+from smartplex_sync.store import utcnow, webhooks
 from smartplex_sync.store.schedules import read_schedules
-from smartplex_sync.store.tables import webhook_log
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -366,20 +365,11 @@ def webhook_check(source: Source, last: LastWebhook | None, now: datetime) -> Ch
 
 def last_webhooks(engine: Engine) -> dict[str, LastWebhook]:
     """The newest webhook_log row of each source."""
-    newest = (
-        select(webhook_log.c.source, func.max(webhook_log.c.id).label("id"))
-        .group_by(webhook_log.c.source)
-        .subquery()
-    )
-    query = select(
-        webhook_log.c.source,
-        webhook_log.c.event_type,
-        webhook_log.c.received_at,
-        webhook_log.c.processed,
-        webhook_log.c.error_message,
-    ).join(newest, webhook_log.c.id == newest.c.id)
-    with engine.connect() as conn:
-        return {r.source: LastWebhook(**r._mapping) for r in conn.execute(query)}
+    fields = LastWebhook.__dataclass_fields__
+    return {
+        source: LastWebhook(**{name: row[name] for name in fields})
+        for source, row in webhooks.last_per_source(engine).items()
+    }
 
 
 async def run_doctor(settings: Settings, engine: Engine, api_url: str | None) -> list[Check]:

@@ -9,26 +9,16 @@ from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from sqlalchemy import Engine, delete
 
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine, utcnow
-from smartplex_sync.store.tables import webhook_log
+from smartplex_sync.store.webhooks import delete_processed_before
 
 
 def retention_cutoff(now: datetime, days: int) -> datetime:
     if days < 1:
         raise ValueError(f"retention of {days} days would delete today's deliveries")
     return now - timedelta(days=days)
-
-
-def delete_processed_before(engine: Engine, cutoff: datetime) -> int:
-    """Delete processed rows received before `cutoff`; return how many went."""
-    statement = delete(webhook_log).where(
-        webhook_log.c.processed.is_(True), webhook_log.c.received_at < cutoff
-    )
-    with engine.begin() as conn:
-        return conn.execute(statement).rowcount
 
 
 @flow(name="webhook-retention", log_prints=False)

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select
 
-from flows.retention import delete_processed_before, retention_cutoff
+from flows.retention import retention_cutoff
 from smartplex_sync.store.tables import webhook_log
+from smartplex_sync.store.webhooks import delete_processed_before
 from tests.conftest import both_backends
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

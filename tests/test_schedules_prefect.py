@@ -26,11 +26,11 @@ from sqlalchemy import Engine, select, text
 
 from deployments.processes import VENV_BIN
 from deployments.schedules import PREFECT_YAML, PrefectSide, load_defaults, mirror_once, read_prefect_side
-from flows.retention import delete_processed_before
 from smartplex_sync.models import Deployment
 from smartplex_sync.store import make_engine, utcnow
 from smartplex_sync.store.schedules import ScheduleRow, read_schedules
 from smartplex_sync.store.tables import webhook_log
+from smartplex_sync.store.webhooks import delete_processed_before
 from tests.support.prefect_stack import PrefectStack, deploy, restore_default_schedules
 
 DEFAULTS = load_defaults(PREFECT_YAML.read_text())

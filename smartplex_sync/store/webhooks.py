@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Text, case, cast, func, select, update
+from sqlalchemy import Engine, Text, case, cast, delete, func, select, update
 
 from smartplex_sync.models import SyncRequest
 from smartplex_sync.store.engine import utcnow
@@ -244,3 +244,12 @@ def last_per_source(engine: Engine) -> dict[str, dict[str, Any]]:
             ).join(newest_sq, webhook_log.c.id == newest_sq.c.id)
         ).all()
     return {row.source: row._asdict() for row in rows}
+
+
+def delete_processed_before(engine: Engine, cutoff: datetime) -> int:
+    """Retention: delete processed rows received before `cutoff` (never pending ones); return how many."""
+    statement = delete(webhook_log).where(
+        webhook_log.c.processed.is_(True), webhook_log.c.received_at < cutoff
+    )
+    with engine.begin() as conn:
+        return conn.execute(statement).rowcount
