@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
 from flows.clients._arr import positive_int, text_or_none
+from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine, utcnow
 from smartplex_sync.store.arr import (
     ArrItem,
@@ -149,3 +150,27 @@ def finish(
     )
     publish_report(report)
     return report
+
+
+def sync_arr(
+    service: ArrService,
+    noun: str,
+    from_webhook: Sequence[Mapping[str, Any]] | None,
+    connect: Callable[[Settings], Any],
+    fetch: Callable[[Any], list[ArrItem]],
+    endpoint: str,
+) -> RunReport:
+    """The body of sonarr-sync and radarr-sync: the webhook's items as they are (the service is not
+    called), or (None) everything `fetch` reads through the client `connect` makes; then store and link."""
+    started = time.monotonic()
+    settings = get_settings()
+    if from_webhook is not None:
+        items, requests_made, source = items_from_parameters(service, from_webhook), 0, "webhook"
+        run_logger().info("%d %s from a webhook; %s is not called", len(items), noun, service.capitalize())
+    else:
+        run_logger().info("full sync: reading every %s from %s", noun, service.capitalize())
+        with connect(settings) as client:
+            items = fetch(client)
+            requests_made, source = client.requests_made, endpoint
+    stored = store_and_link(settings.sqlalchemy_url, service, items, full=from_webhook is None)
+    return finish(f"{service}-sync", source, items, stored, requests_made, started)

@@ -7,17 +7,15 @@ longer has are dropped (their media_items lose the stale id).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows._arr import RunReport, finish, items_from_parameters, run_logger, store_and_link
+from flows._arr import RunReport, run_logger, sync_arr
 from flows._hooks import STATE_HOOKS
 from flows._retry import NETWORK_RETRIES
 from flows.clients.sonarr import SonarrClient
-from smartplex_sync.settings import get_settings
 from smartplex_sync.store.arr import ArrItem
 
 
@@ -31,15 +29,4 @@ def fetch_series(client: SonarrClient) -> list[ArrItem]:
 @flow(name="sonarr-sync", **STATE_HOOKS)
 def sonarr_sync(series: list[dict[str, Any]] | None = None) -> RunReport:
     """Record Sonarr's series ids on media_items: the webhook's `series`, or (None) all of Sonarr."""
-    started = time.monotonic()
-    settings = get_settings()
-    if series is not None:
-        items, requests_made, source = items_from_parameters("sonarr", series), 0, "webhook"
-        run_logger().info("%d series from a webhook; Sonarr is not called", len(items))
-    else:
-        run_logger().info("full sync: reading every series from Sonarr")
-        with SonarrClient.from_settings(settings) as client:
-            items = fetch_series(client)
-            requests_made, source = client.requests_made, "/api/v3/series"
-    stored = store_and_link(settings.sqlalchemy_url, "sonarr", items, full=series is None)
-    return finish("sonarr-sync", source, items, stored, requests_made, started)
+    return sync_arr("sonarr", "series", series, SonarrClient.from_settings, fetch_series, "/api/v3/series")
