@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -55,3 +55,9 @@ class ApiKeyClient(ServiceClient):
             timeout=timeout,
             transport=transport,
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """From SMARTPLEX_<SERVICE>_URL / _API_KEY; ConfigurationError naming the one that is missing."""
+        url, key = required_settings(settings, cls.service)
+        return cls(url, key, timeout=settings.http_timeout_seconds)

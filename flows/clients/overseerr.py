@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import Any
 
-from flows.clients._arr import ApiKeyClient, positive_int, required_settings, text_or_none
+from flows.clients._arr import ApiKeyClient, positive_int, text_or_none
 from smartplex_sync.errors import PermanentServiceError
-from smartplex_sync.settings import Settings
 from smartplex_sync.store.requests import OverseerrRequest
 
 # MediaRequestStatus (server/constants/media.ts); 4 and 5 arrived in later Overseerr and Jellyseerr.
@@ -83,11 +82,6 @@ class RequestPage:
 
 class OverseerrClient(ApiKeyClient):
     service = "overseerr"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        url, key = required_settings(settings, "overseerr")
-        return cls(url, key, timeout=settings.http_timeout_seconds)
 
     def request_page(self, skip: int, take: int) -> RequestPage:
         """One page of every request, newest first (Overseerr's order): a request made while paging shifts

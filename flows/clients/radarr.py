@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
-from flows.clients._arr import ApiKeyClient, positive_int, required_settings, text_or_none
+from flows.clients._arr import ApiKeyClient, positive_int, text_or_none
 from flows.clients.sonarr import describe_status
 from smartplex_sync.errors import PermanentServiceError
-from smartplex_sync.settings import Settings
 from smartplex_sync.store.arr import ArrItem
 
 
@@ -29,11 +28,6 @@ def parse_movie(raw: Mapping[str, Any]) -> ArrItem:
 
 class RadarrClient(ApiKeyClient):
     service = "radarr"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        url, key = required_settings(settings, "radarr")
-        return cls(url, key, timeout=settings.http_timeout_seconds)
 
     def movies(self) -> list[ArrItem]:
         data = self.get_json("/api/v3/movie")

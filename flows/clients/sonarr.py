@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
-from flows.clients._arr import ApiKeyClient, positive_int, required_settings, text_or_none
+from flows.clients._arr import ApiKeyClient, positive_int, text_or_none
 from smartplex_sync.errors import PermanentServiceError
-from smartplex_sync.settings import Settings
 from smartplex_sync.store.arr import ArrItem
 
 
@@ -37,11 +36,6 @@ def describe_status(status: Mapping[str, Any], base_url: str) -> str:
 
 class SonarrClient(ApiKeyClient):
     service = "sonarr"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        url, key = required_settings(settings, "sonarr")
-        return cls(url, key, timeout=settings.http_timeout_seconds)
 
     def series(self) -> list[ArrItem]:
         data = self.get_json("/api/v3/series")
