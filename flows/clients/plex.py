@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +128,22 @@ class PlexClient(ServiceClient):
                 return None
             raise
         return items[0] if items else None
+
+    def metadata_many(self, rating_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The items of `/library/metadata/{k1},{k2},...` by rating key: the ones the server has. Empty when
+        it answers 404 (it has none of them). A 200 without items is no answer: PermanentServiceError."""
+        if not rating_keys:
+            return {}
+        path = f"/library/metadata/{','.join(rating_keys)}"
+        try:
+            items = self._container(path).get("Metadata") or []
+        except PermanentServiceError as exc:
+            if exc.status_code == 404:
+                return {}
+            raise
+        if not items:
+            raise PermanentServiceError(self.service, f"GET {path} answered 200 without items")
+        return {str(item["ratingKey"]): item for item in items}
 
     def children(self, rating_key: str) -> list[dict[str, Any]]:
         return list(self._container(f"/library/metadata/{rating_key}/children").get("Metadata", []))
