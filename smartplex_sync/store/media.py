@@ -244,7 +244,9 @@ def find_by_ids(
         "radarr_movie_id": radarr_movie_id,
         "sonarr_series_id": sonarr_series_id,
     }
-    matches = [media_items.c[column] == value for column, value in given.items() if value not in (None, 0, "")]
+    matches = [
+        media_items.c[column] == value for column, value in given.items() if value not in (None, 0, "")
+    ]
     if not matches:
         return []
     return _stored_items(
