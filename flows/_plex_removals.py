@@ -25,6 +25,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, model_validator
 from sqlalchemy import Connection, Engine
 
+from flows._plex_items import in_trash
 from flows.clients.plex import PlexClient
 from smartplex_sync.errors import ServiceError
 from smartplex_sync.store.media import (
@@ -124,12 +125,7 @@ def drop_reimported(checks: Sequence[RemovalCheck], imports: Iterable[RemovalChe
 
 def plex_verdict(item: dict[str, Any]) -> Verdict:
     """`trashed` when Plex keeps the item only in its trash, else `present`."""
-    if item.get("deletedAt"):
-        return "trashed"
-    parts = [part for media in item.get("Media") or () for part in media.get("Part") or ()]
-    if parts and all(part.get("exists") is False or part.get("accessible") is False for part in parts):
-        return "trashed"
-    return "present"
+    return "trashed" if in_trash(item) else "present"
 
 
 def decide(planned: Sequence[tuple[str, Candidates]], verdicts: dict[str, Verdict]) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 Modes, per section:
 - `full`: list every item (types 1, or 2/3/4 for a show section), then delete the rows of *that section
-  of that server* that Plex no longer lists, unless that is more than the deletion guard allows.
+  of that server* that Plex no longer lists, unless that is more than the deletion guard allows. Items
+  Plex keeps in its trash count as no longer listed (`in_trash`).
 - `incremental`: list only items whose `updatedAt` is after the section's watermark minus the overlap.
   PMS sets `updatedAt` when an item is added and on every change, so this one filter catches additions
   and upgrades; listing seasons and episodes too catches new seasons of known shows (Overseerr #3276).
@@ -28,7 +29,7 @@ from prefect.exceptions import MissingContextError
 from sqlalchemy import Engine
 
 from flows._hooks import STATE_HOOKS
-from flows._plex_items import SectionInfo, choose_sections, latest_change, to_row
+from flows._plex_items import SectionInfo, choose_sections, in_trash, latest_change, to_row
 from flows._retry import NETWORK_RETRIES
 from flows.clients.plex import ItemsPage, PlexClient
 from smartplex_sync.errors import DeletionGuardError
@@ -133,7 +134,7 @@ def sync_section(
         start = 0
         while True:
             page = fetch_page(client, section.id, type_, start, since)
-            rows = [to_row(item, server_id, section) for item in page.items]
+            rows = [to_row(item, server_id, section) for item in page.items if not in_trash(item)]
             with engine.begin() as conn:
                 report.count(upsert_media_items(conn, rows))
             seen.update(row["rating_key"] for row in rows)
@@ -183,7 +184,8 @@ def sync_rating_key(client: PlexClient, engine: Engine, server_id: str, rating_k
             items += children
             parents += [child for child in children if child["type"] == "season"]
         with engine.begin() as conn:
-            report.count(upsert_media_items(conn, [to_row(i, server_id, section) for i in items]))
+            rows = [to_row(i, server_id, section) for i in items if not in_trash(i)]
+            report.count(upsert_media_items(conn, rows))
             if report.added or report.updated:
                 link_arr_ids(conn)
     report.requests = client.requests_made - requests_before
