@@ -117,6 +117,16 @@ def to_row(item: dict[str, Any], server_id: str, section: SectionInfo | None = N
     return row
 
 
+def in_trash(item: dict[str, Any]) -> bool:
+    """Plex keeps the item only in its trash: it carries `deletedAt`, or every part of it is neither there
+    (`exists`) nor playable (`accessible`). SmartPlex holds no row for such an item (docs/architecture.md,
+    "Deleted items")."""
+    if item.get("deletedAt"):
+        return True
+    parts = [part for media in item.get("Media") or () for part in media.get("Part") or ()]
+    return bool(parts) and all(p.get("exists") is False or p.get("accessible") is False for p in parts)
+
+
 def latest_change(items: Iterable[dict[str, Any]]) -> int | None:
     """The newest addedAt/updatedAt among `items` (unix s): the next watermark, in the server's own clock."""
     stamps = [int(v) for item in items for v in (item.get("addedAt"), item.get("updatedAt")) if v is not None]

@@ -3,7 +3,8 @@
 It takes a `PlexLibrarySync`: sections (by id, by type, or all) in a mode, and single items by rating key
 (all of them in one request, with their seasons and episodes). Modes, per section:
 - `full`: list every item (types 1, or 2/3/4 for a show section), then delete the rows of *that section
-  of that server* that Plex no longer lists, unless that is more than the deletion guard allows.
+  of that server* that Plex no longer lists, unless that is more than the deletion guard allows. Items
+  Plex keeps in its trash count as no longer listed (`in_trash`).
 - `incremental`: list only items whose `updatedAt` is after the section's watermark minus the overlap.
   PMS sets `updatedAt` when an item is added and on every change, so this one filter catches additions
   and upgrades; listing seasons and episodes too catches new seasons of known shows (Overseerr #3276).
@@ -28,7 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from sqlalchemy import Engine
 
-from flows._plex_items import SectionInfo, choose_sections, latest_change, to_row
+from flows._plex_items import SectionInfo, choose_sections, in_trash, latest_change, to_row
 from flows._retry import NETWORK_RETRIES
 from flows.clients.plex import ItemsPage, PlexClient
 from smartplex_sync.errors import DeletionGuardError
@@ -76,7 +77,7 @@ def fetch_page(
 
 
 @task(**_TASK_OPTIONS, task_run_name="items")
-def fetch_items(client: PlexClient, rating_keys: list[str]) -> list[dict[str, Any]]:
+def fetch_items(client: PlexClient, rating_keys: list[str]) -> dict[str, dict[str, Any]]:
     return client.metadata(rating_keys)
 
 
@@ -134,7 +135,7 @@ def sync_section(
         start = 0
         while True:
             page = fetch_page(client, section.id, type_, start, since)
-            rows = [to_row(item, server_id, section) for item in page.items]
+            rows = [to_row(item, server_id, section) for item in page.items if not in_trash(item)]
             with engine.begin() as conn:
                 report.count(upsert_media_items(conn, rows))
             seen.update(row["rating_key"] for row in rows)
@@ -170,11 +171,11 @@ def sync_items(client: PlexClient, engine: Engine, server_id: str, rating_keys: 
     started, requests_before = time.perf_counter(), client.requests_made
     report = SectionReport(f"{len(rating_keys)} items", "item")
     found = fetch_items(client, rating_keys)
-    unknown = sorted(set(rating_keys) - {str(item["ratingKey"]) for item in found})
+    unknown = sorted(set(rating_keys) - set(found))
     if unknown:
         _logger().warning("Plex does not know ratingKey %s; nothing to sync for them", ", ".join(unknown))
     rows = []
-    for item in found:
+    for item in found.values():
         section = SectionInfo(
             int(item["librarySectionID"]),
             str(item.get("librarySectionTitle", "")),
@@ -185,7 +186,7 @@ def sync_items(client: PlexClient, engine: Engine, server_id: str, rating_keys: 
             children = fetch_children(client, str(parents.pop()["ratingKey"]))
             items += children
             parents += [child for child in children if child["type"] == "season"]
-        rows += [to_row(i, server_id, section) for i in items]
+        rows += [to_row(i, server_id, section) for i in items if not in_trash(i)]
     with engine.begin() as conn:
         report.count(upsert_media_items(conn, rows))
         if report.added or report.updated:

@@ -211,6 +211,21 @@ def test_full_sync_of_one_section_never_deletes_another_section_or_server(plex: 
     assert database(engine, first.machine_identifier) == truth(first)
 
 
+def test_an_item_plex_keeps_in_its_trash_has_no_row(plex: Plex, engine: Engine) -> None:
+    library = plex.library
+    library.empty_trash_after_scan = False
+    sync()
+    movie = next(i for i in library.items.values() if i.type == "movie")
+    library.delete_files(movie.rating_key)
+    library.scan(1)
+    assert movie.deleted_at is not None and movie.rating_key in library.items  # listed, unavailable
+    assert sync(section_ids=[1])["removed"] == 1
+    expected = {k: v for k, v in truth(library).items() if k != str(movie.rating_key)}
+    assert database(engine, library.machine_identifier) == expected
+    assert sync(rating_key=str(movie.rating_key))["added"] == 0  # nor does an item sync write it
+    assert sync()["added"] == 0
+
+
 def test_unmounted_section_fails_the_run_and_deletes_nothing(plex: Plex, engine: Engine) -> None:
     sync()
     before = database(engine, plex.library.machine_identifier)

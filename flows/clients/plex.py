@@ -120,20 +120,24 @@ class PlexClient(ServiceClient):
             if not page.items or start >= page.total_size:
                 return
 
-    def metadata(self, rating_keys: Sequence[str]) -> list[dict[str, Any]]:
-        """The items the server knows of `rating_keys`, `METADATA_BATCH` keys a request
-        (`/library/metadata/{k1},{k2},...`). Plex leaves out the keys it does not know, and answers 404
-        when it knows none of them."""
-        items: list[dict[str, Any]] = []
+    def metadata(self, rating_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The items of `rating_keys` the server has, by rating key: `/library/metadata/{k1},{k2},...`,
+        METADATA_BATCH keys a request. Plex leaves out the keys it does not have, and answers 404 when it
+        has none of them. A 200 without items is no answer: PermanentServiceError."""
+        found: dict[str, dict[str, Any]] = {}
         keys = list(dict.fromkeys(rating_keys))
         for start in range(0, len(keys), METADATA_BATCH):
-            chunk = ",".join(keys[start : start + METADATA_BATCH])
+            path = f"/library/metadata/{','.join(keys[start : start + METADATA_BATCH])}"
             try:
-                items += self._container(f"/library/metadata/{chunk}").get("Metadata", [])
+                items = self._container(path).get("Metadata") or []
             except PermanentServiceError as exc:
-                if exc.status_code != 404:
-                    raise
-        return items
+                if exc.status_code == 404:
+                    continue
+                raise
+            if not items:
+                raise PermanentServiceError(self.service, f"GET {path} answered 200 without items")
+            found.update((str(item["ratingKey"]), item) for item in items)
+        return found
 
     def children(self, rating_key: str) -> list[dict[str, Any]]:
         return list(self._container(f"/library/metadata/{rating_key}/children").get("Metadata", []))
