@@ -40,7 +40,16 @@ class Settings(BaseSettings):
         None,
         description="Shared secret every webhook must carry. Unset: only loopback clients are accepted.",
     )
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Larger bodies are answered 413.")
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A body not complete this long after its headers is answered 408."
+    )
+    rate_limit_per_second: float = Field(
+        10.0, ge=0, description="Deliveries per second each source may send after its burst; 0: no limit."
+    )
+    rate_limit_burst: int = Field(
+        300, ge=1, description="Deliveries each source may send at once before the rate limit applies."
+    )
     coalesce_seconds: int = Field(
         10, ge=0, description="Deliveries asking for the same sync within this window share one flow run."
     )
