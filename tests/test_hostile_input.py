@@ -569,6 +569,10 @@ def assert_rejected_and_recorded(gateways: Gateways, case: Bad) -> None:
     assert case.error.lower() in recorded["error_message"].lower()
     if case.status in (401, 408, 413):  # refused before the body was read: none of it is kept
         assert recorded["payload"] is None
+    if case.status == 408:
+        assert answer.headers["connection"] == "close"
+    if case.status == 415:
+        assert answer.headers["accept-encoding"] == "identity"
     assert_healthy(base_url, case.guarded)
 
 

@@ -257,7 +257,7 @@ def _plex(content_type: str, options: dict[bytes, bytes], body: bytes) -> Decode
     if content_type == "application/json":  # not what Plex sends, but harmless to accept
         return _json(body)
     if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        message = f"Plex webhooks are multipart/form-data with a `payload` part, not {content_type!r}"
+        message = f"Plex webhooks are multipart/form-data with a `payload` part, not {content_type[:60]!r}"
         return Decoded(None, _raw(body), PayloadError(message, 415))
     if not body.strip():
         return Decoded(None, None)  # the parser answers 400 "empty body"
@@ -293,5 +293,5 @@ async def decode(source: Source, request: Request, *, max_bytes: int, timeout_se
     return Decoded(
         None,
         _raw(body),
-        PayloadError(f"{source.value} webhooks are application/json, not {content_type!r}", 415),
+        PayloadError(f"{source.value} webhooks are application/json, not {content_type[:60]!r}", 415),
     )

@@ -86,6 +86,8 @@ def _reject(row_id: int | None, error: PayloadError, headers: dict[str, str] | N
     )
     if error.status_code == 408:  # the sender may still be trickling its body: do not wait for the rest
         headers = {**(headers or {}), "Connection": "close"}
+    if error.status_code == 415:  # RFC 9110 §15.5.16: say which content coding we take
+        headers = {**(headers or {}), "Accept-Encoding": "identity"}
     return JSONResponse(body.model_dump(), status_code=error.status_code, headers=headers)
 
 
@@ -133,7 +135,7 @@ async def _refuse_over_limit(gateway: Gateway, source: Source, refusal: Refusal)
     error = PayloadError(refusal.message, 429)
     row_id = None
     if refusal.record:
-        log.warning("%s: %s", source.value, refusal.message)
+        log.warning("%s", refusal.message)
         with contextlib.suppress(HTTPException):  # the store being down does not change the answer
             row_id = await _record(gateway, source, None, None, error)
     return _reject(row_id, error, {"Retry-After": str(refusal.retry_after)})
