@@ -56,20 +56,6 @@ def _reject_constant(name: str) -> NoReturn:
     raise _NotStrictJson(f"{name} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400 overflows to inf, which jsonb cannot store
-        raise _NotStrictJson(f"the number {text[:40]} is out of range")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:  # Python refuses to convert more than 4,300 digits
-        raise _NotStrictJson(f"a number of {len(text)} digits is out of range") from None
-
-
 def _clean(text: str) -> str:
     return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
 
@@ -84,23 +70,38 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _checked(value: Any) -> Any:
-    """`value` with lone surrogates replaced; _NotStrictJson if it nests deeper than MAX_JSON_DEPTH.
+def _finite(number: float) -> float:
+    if not math.isfinite(number):  # 1e400 overflows to inf, which jsonb refuses
+        raise _NotStrictJson("a number is out of range (beyond ±1.8e308)")
+    return number
 
-    Iterative, so no depth can exhaust the stack (json.loads itself stops at Python's recursion limit).
+
+def _checked(value: Any) -> Any:
+    """`value` with lone surrogates replaced; _NotStrictJson if a number overflowed or it nests deeper
+    than MAX_JSON_DEPTH. Iterative, so no depth can exhaust the stack (json.loads itself stops at
+    Python's recursion limit). One pass after parsing costs less than a hook called for every number.
     """
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return _clean(value)
-    stack = [(value, 1)] if isinstance(value, dict | list) else []
+    if kind is float:
+        return _finite(value)
+    if kind is not dict and kind is not list:
+        return value
+    stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise _NotStrictJson(f"nested deeper than {MAX_JSON_DEPTH} levels")
-        for key, child in node.items() if isinstance(node, dict) else enumerate(node):
-            if isinstance(child, str):
-                node[key] = _clean(child)
-            elif isinstance(child, dict | list):
+        for key, child in node.items() if type(node) is dict else enumerate(node):
+            kind = type(child)  # exact types: they all come from json.loads
+            if kind is dict or kind is list:
                 stack.append((child, depth + 1))
+            elif kind is str:
+                if not child.isascii():
+                    node[key] = _clean(child)
+            elif kind is float:
+                _finite(child)
     return value
 
 
@@ -112,15 +113,7 @@ def _json(body: bytes, what: str = "body") -> Decoded:
     except UnicodeDecodeError as exc:
         return Decoded(None, _raw(body), PayloadError(f"{what} is not UTF-8 text (byte {exc.start})"))
     try:
-        value = _checked(
-            json.loads(
-                text,
-                object_pairs_hook=_object,
-                parse_float=_finite_float,
-                parse_int=_int,
-                parse_constant=_reject_constant,
-            )
-        )
+        value = _checked(json.loads(text, object_pairs_hook=_object, parse_constant=_reject_constant))
     except RecursionError:  # deeper than even json.loads goes
         message = f"{what} is not strict JSON: nested deeper than {MAX_JSON_DEPTH} levels"
         return Decoded(None, _raw(text), PayloadError(message))
@@ -128,6 +121,9 @@ def _json(body: bytes, what: str = "body") -> Decoded:
         return Decoded(None, _raw(text), PayloadError(f"{what} is not strict JSON: {exc}"))
     except json.JSONDecodeError as exc:
         return Decoded(None, _raw(text), PayloadError(f"{what} is not valid JSON: {exc}"))
+    except ValueError:  # the only other one: Python converts at most 4,300 digits to an int
+        message = f"{what} is not strict JSON: a number has more than 4300 digits"
+        return Decoded(None, _raw(text), PayloadError(message))
     return Decoded(value, value)
 
 
