@@ -1,5 +1,9 @@
 """What the Sonarr, Radarr and Overseerr simulators share: X-Api-Key auth, a request counter, injected
-latency and failures (random at `failure_rate`, or scripted with `fail_next`), and webhook delivery."""
+latency and failures (random at `failure_rate`, or scripted with `fail_next`), and webhook delivery.
+
+Like the real arrs, a simulator with `Controls.webhook_url` set posts its webhook (Connect → Webhook) when
+something is deleted through its API: the delivery happens before the API call answers, so a test sees
+both at once."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 
@@ -27,6 +31,8 @@ class Controls:
     fail_next: list[int] = field(default_factory=list)  # statuses for the next authorized requests
     requests_made: int = 0
     paths: list[str] = field(default_factory=list)  # every path asked for, in order
+    webhook_url: str | None = None  # where delete events go, as configured in Connect → Webhook
+    webhooks_sent: list[dict[str, Any]] = field(default_factory=list)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,12 +69,16 @@ def create_arr_app(
     seed: int,
     failure_rate: float,
     latency: float,
+    delete_payload: Callable[[dict[str, Any], bool], dict[str, Any]],
 ) -> FastAPI:
     """What Sonarr and Radarr share: `/ping`, `/api/v3/system/status`, and `/api/v3/<resource>[/{id}]`
-    over `app.state.<state_name>` (starting as `items`; tests replace it while the app runs)."""
+    over `app.state.<state_name>` (starting as `items`; tests replace it while the app runs).
+    `DELETE /api/v3/<resource>/{id}[?deleteFiles=true]` removes the item and sends
+    `delete_payload(item, deleteFiles)` to the configured webhook."""
     app = FastAPI(title=f"{name} simulator")
     controls = Controls(api_key=api_key, seed=seed, failure_rate=failure_rate, latency_seconds=latency)
     app.state.controls = controls
+    app.state.version = status["version"]
     setattr(app.state, state_name, items)
     install_controls(app, controls, public_paths=frozenset({"/ping"}))
 
@@ -84,14 +94,33 @@ def create_arr_app(
     def all_items() -> list[dict[str, Any]]:
         return getattr(app.state, state_name)
 
-    @app.get(f"/api/v3/{resource}/{{item_id}}")
-    def one_item(item_id: int) -> dict[str, Any]:
+    def find(item_id: int) -> dict[str, Any]:
         for item in getattr(app.state, state_name):
             if item["id"] == item_id:
                 return item
         raise HTTPException(404, detail="NotFound")
 
+    @app.get(f"/api/v3/{resource}/{{item_id}}")
+    def one_item(item_id: int) -> dict[str, Any]:
+        return find(item_id)
+
+    @app.delete(f"/api/v3/{resource}/{{item_id}}")
+    def delete_item(item_id: int, delete_files: bool = Query(False, alias="deleteFiles")) -> dict[str, Any]:
+        item = find(item_id)
+        getattr(app.state, state_name).remove(item)
+        notify(app, delete_payload(item, delete_files))
+        return {}
+
     return app
+
+
+def notify(app: FastAPI, payload: dict[str, Any]) -> None:
+    """Remember `payload` and post it to the simulator's webhook, if one is configured, as the arr does."""
+    controls: Controls = app.state.controls
+    controls.webhooks_sent.append(payload)
+    if controls.webhook_url:
+        user_agent = f"{payload['instanceName']}/{app.state.version} (ubuntu 22.04)"
+        send_arr_webhook(controls.webhook_url, payload, user_agent=user_agent)
 
 
 def without_nulls(value: Any) -> Any:

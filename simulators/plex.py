@@ -7,7 +7,13 @@ What it answers, as PMS does:
   `addedAt<<=`, `updatedAt<<=` (strictly before), epoch seconds; `sort=field[:asc|:desc]`; `includeGuids=1`
   (Guid[] only when asked); paging by `X-Plex-Container-Start`/`-Size` headers or query args, answered
   with `size`, `totalSize` and `offset`. `Metadata` is left out of an empty page, as PMS does.
-- `GET /library/metadata/{ratingKey}` and `/children`; unknown keys answer 404.
+- `GET /library/metadata/{ratingKey}` and `/children`; unknown keys answer 404. Several keys at once,
+  `/library/metadata/{k1},{k2},...`, answer the items that exist, in the order asked, and 404 when none
+  does. `checkFiles=1` adds `exists`/`accessible` to every Part. A trashed item answers 200 with its
+  `deletedAt` until the trash is emptied (see `simulators.plex_library`).
+- `PUT /library/sections/{id}/emptyTrash`; `GET /library/sections/{id}/refresh[?path=]` scans the section
+  or one folder of it. PMS queues the scan and answers at once; the simulator scans before answering,
+  so a test sees its result without waiting.
 
 Every path but `/identity` needs `X-Plex-Token` (header or query), else 401. JSON comes back only for
 `Accept: application/json`; anything else gets the same container as XML, PMS's default.
@@ -247,20 +253,43 @@ def create_plex_app(
             ]
         return _answer(request, container)
 
-    def metadata_container(items: list[Item]) -> dict[str, Any]:
+    def metadata_container(items: list[Item], check_files: bool = False) -> dict[str, Any]:
         container: dict[str, Any] = {"size": len(items), "identifier": "com.plexapp.plugins.library"}
         if items:
             container["Metadata"] = [
-                state.library.to_json(i, include_guids=True, include_section=True) for i in items
+                state.library.to_json(i, include_guids=True, include_section=True, check_files=check_files)
+                for i in items
             ]
         return container
 
-    @app.get("/library/metadata/{rating_key}")
-    async def metadata(request: Request, rating_key: int) -> Response:
-        item = state.library.items.get(rating_key)
+    def visible(key: str) -> Item | None:
+        item = state.library.items.get(int(key)) if key.isdigit() else None
         if item is None or not state.library.sections[item.section_id].mounted:
+            return None
+        return item
+
+    @app.get("/library/metadata/{rating_keys}")
+    async def metadata(request: Request, rating_keys: str) -> Response:
+        found = [visible(key) for key in dict.fromkeys(rating_keys.split(","))]
+        items = [item for item in found if item is not None]
+        if not items:
             return Response("Not Found", status_code=404)
-        return _answer(request, metadata_container([item]))
+        check_files = request.query_params.get("checkFiles") == "1"
+        return _answer(request, metadata_container(items, check_files))
+
+    @app.put("/library/sections/{section_id}/emptyTrash")
+    async def empty_trash(section_id: int) -> Response:
+        if section_id not in state.library.sections:
+            return Response("Not Found", status_code=404)
+        state.library.empty_trash(section_id)
+        return Response(status_code=200)
+
+    @app.get("/library/sections/{section_id}/refresh")
+    async def refresh(section_id: int, path: str | None = None) -> Response:
+        if section_id not in state.library.sections:
+            return Response("Not Found", status_code=404)
+        state.library.scan(section_id, path)
+        return Response(status_code=200)
 
     @app.get("/library/metadata/{rating_key}/children")
     async def children(request: Request, rating_key: int) -> Response:

@@ -1,5 +1,17 @@
 """The truth behind the Plex simulator: sections, movies, shows, seasons and episodes, generated from a
-seed and mutated by tests (add, new season, upgrade, delete, unmount). No I/O.
+seed and mutated by tests (add, new season, upgrade, delete, files deleted on disk, scan, empty trash,
+unmount). No I/O.
+
+Deletions follow Plex's documented behaviour (support article "Library" settings, "Empty trash
+automatically after every scan", on by default):
+- `delete` is Plex deleting an item itself (Plex Web's Delete): it is gone at once, children included.
+- `delete_files` is a file deleted on disk (Sonarr/Radarr, a user): Plex notices nothing and keeps
+  listing the item, unchanged, until it scans the folder.
+- `scan` (a whole section, or a partial scan of one folder) puts the items whose every file is gone in
+  the trash: they stay listed, marked with `deletedAt`, and their parts are neither `exists` nor
+  `accessible`. With `empty_trash_after_scan` (the default) the scan then empties the trash.
+- `empty_trash` (`PUT /library/sections/{id}/emptyTrash`) removes the trashed items, then the seasons
+  and shows left with no children; from then on `/library/metadata/{key}` answers 404.
 
 Times are unix seconds on a logical clock: every mutation advances it by `tick` seconds, so an item
 changed by a later mutation always has a strictly larger `updatedAt`, and `updatedAt >= addedAt` holds
@@ -60,9 +72,12 @@ class Part:
     size: int
     duration: int
     container: str
+    on_disk: bool = True  # False once the file was deleted on disk (Plex learns it when it scans)
 
-    def to_json(self, part_id: int) -> dict[str, Any]:
-        return {
+    def to_json(self, part_id: int, *, trashed: bool, check_files: bool) -> dict[str, Any]:
+        """A trashed item's parts say they are neither there nor playable; `checkFiles=1` makes PMS look
+        at the disk for every part."""
+        data: dict[str, Any] = {
             "id": part_id,
             "key": f"/library/parts/{part_id}/{self.size}/file.{self.container}",
             "file": self.file,
@@ -70,6 +85,9 @@ class Part:
             "duration": self.duration,
             "container": self.container,
         }
+        if trashed or check_files:
+            data.update(exists=self.on_disk, accessible=self.on_disk)
+        return data
 
 
 @dataclass
@@ -81,7 +99,7 @@ class Media:
     bitrate: int
     parts: list[Part]
 
-    def to_json(self, media_id: int) -> dict[str, Any]:
+    def to_json(self, media_id: int, *, trashed: bool = False, check_files: bool = False) -> dict[str, Any]:
         return {
             "id": media_id,
             "duration": sum(p.duration for p in self.parts),
@@ -90,7 +108,10 @@ class Media:
             "videoCodec": self.video_codec,
             "audioCodec": self.audio_codec,
             "container": self.container,
-            "Part": [p.to_json(media_id * 10 + i) for i, p in enumerate(self.parts)],
+            "Part": [
+                p.to_json(media_id * 10 + i, trashed=trashed, check_files=check_files)
+                for i, p in enumerate(self.parts)
+            ],
         }
 
 
@@ -109,6 +130,13 @@ class Item:
     guid: str = ""
     guids: list[str] = field(default_factory=list)  # Guid[] ids: imdb://, tmdb://, tvdb://
     media: list[Media] = field(default_factory=list)
+    deleted_at: int | None = None  # in Plex's trash since this time: listed, marked, not playable
+
+    @property
+    def files_gone(self) -> bool:
+        """Every file of this item is gone from disk (a movie or episode; never a show or season)."""
+        parts = [p for m in self.media for p in m.parts]
+        return bool(parts) and not any(p.on_disk for p in parts)
 
 
 @dataclass
@@ -133,6 +161,7 @@ class PlexLibrary:
         friendly_name: str = "Simulated Plex",
         start_time: int = 1_700_000_000,
         tick: int = 1,
+        empty_trash_after_scan: bool = True,
     ) -> None:
         self.rng = random.Random(seed)
         self.machine_identifier = machine_identifier or hashlib.sha1(f"plex-{seed}".encode()).hexdigest()
@@ -140,6 +169,7 @@ class PlexLibrary:
         self.version = "1.41.3.9314-a0bfb8370"
         self.now = start_time
         self.tick = tick
+        self.empty_trash_after_scan = empty_trash_after_scan  # Plex's setting; on by default
         self.sections: dict[int, Section] = {}
         self.items: dict[int, Item] = {}
         self._children: dict[int, list[int]] = {}
@@ -325,12 +355,61 @@ class PlexLibrary:
         """Delete an item and everything below it; return the rating keys that went."""
         gone = [rating_key, *(c.rating_key for c in self.descendants(rating_key))]
         for key in gone:
-            item = self.items.pop(key)
-            self._children.pop(key, None)
-            if item.parent_key in self._children:
-                self._children[item.parent_key].remove(key)
+            self._remove(key)
         self._clock(None)
         return gone
+
+    def delete_files(self, rating_key: int) -> list[int]:
+        """The files of an item (and of everything below it) are deleted on disk. Plex lists the items
+        unchanged until it scans; return the keys of the movies/episodes whose files went."""
+        touched = []
+        for item in (self.items[rating_key], *self.descendants(rating_key)):
+            for part in (p for m in item.media for p in m.parts):
+                part.on_disk = False
+            if item.media:
+                touched.append(item.rating_key)
+        return touched
+
+    def scan(self, section_id: int, path: str | None = None) -> list[int]:
+        """Plex scans a section, or only the folder `path` of it (a partial scan): items whose every file
+        is gone go to the trash. Then, with `empty_trash_after_scan`, the trash is emptied. An unmounted
+        section is not scanned. Return the keys put in the trash by this scan."""
+        if not self.sections[section_id].mounted:
+            return []
+        now = self._clock(None)
+        trashed = []
+        for item in self.items.values():
+            if item.section_id != section_id or item.deleted_at is not None or not item.files_gone:
+                continue
+            if path is None or any(p.file.startswith(path) for m in item.media for p in m.parts):
+                item.deleted_at = now
+                trashed.append(item.rating_key)
+        if self.empty_trash_after_scan:
+            self.empty_trash(section_id)
+        return trashed
+
+    def empty_trash(self, section_id: int) -> list[int]:
+        """Remove the trashed items of a section, then the seasons and shows left without children, as
+        Plex does; return the rating keys that went."""
+        gone = [k for k, i in self.items.items() if i.section_id == section_id and i.deleted_at is not None]
+        for key in gone:
+            self._remove(key)
+        for type_ in (SEASON, SHOW):
+            empty = [
+                k
+                for k, i in self.items.items()
+                if i.section_id == section_id and i.type == type_ and not self._children.get(k)
+            ]
+            for key in empty:
+                self._remove(key)
+            gone += empty
+        return gone
+
+    def _remove(self, key: int) -> None:
+        item = self.items.pop(key)
+        self._children.pop(key, None)
+        if item.parent_key in self._children:
+            self._children[item.parent_key].remove(key)
 
     def unmount(self, section_id: int) -> None:
         """The disk went away: the section is still listed but answers no items."""
@@ -365,11 +444,18 @@ class PlexLibrary:
             if self.sections[item.section_id].mounted:
                 yield item
 
+    def available_items(self) -> Iterator[Item]:
+        """What SmartPlex should hold: visible items, less those in the trash."""
+        return (item for item in self.visible_items() if item.deleted_at is None)
+
     # -- JSON -----------------------------------------------------------------------------------------
 
-    def to_json(self, item: Item, *, include_guids: bool, include_section: bool) -> dict[str, Any]:
+    def to_json(
+        self, item: Item, *, include_guids: bool, include_section: bool, check_files: bool = False
+    ) -> dict[str, Any]:
         """`Metadata[]` entry as PMS answers it. Items listed by a section carry no librarySectionID
-        (their MediaContainer does); `/library/metadata/{key}` items do."""
+        (their MediaContainer does); `/library/metadata/{key}` items do. A trashed item carries its
+        `deletedAt`."""
         data: dict[str, Any] = {
             "ratingKey": str(item.rating_key),
             "key": f"/library/metadata/{item.rating_key}"
@@ -400,7 +486,13 @@ class PlexLibrary:
             )
         if item.media:
             data["duration"] = sum(p.duration for p in item.media[0].parts)
-            data["Media"] = [m.to_json(item.rating_key * 10 + n) for n, m in enumerate(item.media)]
+            trashed = item.deleted_at is not None
+            data["Media"] = [
+                m.to_json(item.rating_key * 10 + n, trashed=trashed, check_files=check_files)
+                for n, m in enumerate(item.media)
+            ]
+        if item.deleted_at is not None:
+            data["deletedAt"] = item.deleted_at
         if include_guids and item.guids:
             data["Guid"] = [{"id": g} for g in item.guids]
         if include_section:

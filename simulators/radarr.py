@@ -1,5 +1,10 @@
 """A Radarr simulator: `/api/v3/movie` and `/api/v3/system/status` with X-Api-Key auth, and Radarr's
-Download webhook (v5) sent the way Radarr sends it. `app.state.controls`, `app.state.movies`."""
+webhooks (v5) sent the way Radarr sends them: Download (with `deletedFiles` on an upgrade), MovieDelete
+and MovieFileDelete. `app.state.controls`, `app.state.movies`.
+
+Deleting through the API (`DELETE /api/v3/movie/{id}[?deleteFiles=true]`, `DELETE /api/v3/moviefile/{id}`)
+changes the movie list and sends MovieDelete / MovieFileDelete (`deleteReason: manual`) to
+`controls.webhook_url`, as Radarr's Connect → Webhook does."""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 
-from simulators._arr import create_arr_app, send_arr_webhook
+from simulators._arr import create_arr_app, notify, send_arr_webhook
 
 RADARR_VERSION = "5.28.0.10274"
 _WORDS = [
@@ -112,7 +117,7 @@ def create_radarr_app(
 ) -> FastAPI:
     """The simulator as an ASGI app; `movies` defaults to `generate_movies(count, seed)`."""
     items = list(movies) if movies is not None else generate_movies(count, seed)
-    return create_arr_app(
+    app = create_arr_app(
         "Radarr",
         "movie",
         "movies",
@@ -132,36 +137,91 @@ def create_radarr_app(
         seed=seed,
         failure_rate=failure_rate,
         latency=latency,
+        delete_payload=lambda movie, files: movie_delete_payload(movie, deleted_files=files),
+    )
+
+    @app.delete("/api/v3/moviefile/{file_id}")
+    def delete_movie_file(file_id: int) -> dict[str, Any]:
+        for movie in app.state.movies:
+            if movie.get("movieFile", {}).get("id") == file_id:
+                payload = movie_file_delete_payload(movie, reason="manual")
+                del movie["movieFile"]
+                movie.update(hasFile=False, sizeOnDisk=0)
+                movie["statistics"].update(movieFileCount=0, sizeOnDisk=0)
+                notify(app, payload)
+                return {}
+        raise HTTPException(404, detail="NotFound")
+
+    return app
+
+
+def webhook_movie(movie: dict[str, Any]) -> dict[str, Any]:
+    """The `movie` object of Radarr's webhooks (WebhookMovie)."""
+    return {
+        "id": movie["id"],
+        "title": movie["title"],
+        "year": movie.get("year", 0),
+        "releaseDate": f"{movie.get('year', 1970)}-07-31",
+        "folderPath": movie.get("path"),
+        "tmdbId": movie.get("tmdbId", 0),
+        "imdbId": movie.get("imdbId"),
+        "overview": movie.get("overview"),
+        "genres": movie.get("genres", []),
+        "images": movie.get("images", []),
+        "tags": [],
+        "originalLanguage": movie.get("originalLanguage"),
+    }
+
+
+def webhook_movie_file(
+    movie: dict[str, Any], quality: str = "Bluray-1080p", file_id: int | None = None
+) -> dict[str, Any]:
+    """A `movieFile` of Radarr's webhooks (WebhookMovieFile): the movie's file, or one of that quality."""
+    name = f"{movie['title']} ({movie.get('year', 0)}) {quality}.mkv"
+    return {
+        "id": file_id or movie.get("movieFile", {}).get("id") or movie["id"] * 10,
+        "relativePath": name,
+        "path": f"{movie.get('path')}/{name}",
+        "quality": quality,
+        "qualityVersion": 1,
+        "indexerFlags": "0",
+        "size": movie.get("movieFile", {}).get("size", 8_000_000_000),
+        "dateAdded": movie.get("movieFile", {}).get("dateAdded", "2024-01-02T00:00:00Z"),
+    }
+
+
+def _event(payload: dict[str, Any], event_type: str) -> dict[str, Any]:
+    return {**payload, "eventType": event_type, "instanceName": "Radarr", "applicationUrl": ""}
+
+
+def movie_delete_payload(movie: dict[str, Any], *, deleted_files: bool = True) -> dict[str, Any]:
+    """MovieDelete: the movie left Radarr, with its files when `deleted_files` (the "Delete files" box)."""
+    size = movie.get("sizeOnDisk", 0) if deleted_files else 0
+    return _event(
+        {"movie": webhook_movie(movie), "deletedFiles": deleted_files, "movieFolderSize": size}, "MovieDelete"
+    )
+
+
+def movie_file_delete_payload(movie: dict[str, Any], *, reason: str = "manual") -> dict[str, Any]:
+    """MovieFileDelete; `reason` is Radarr's deleteReason: missingFromDisk, manual, upgrade,
+    noLinkedEpisodes or manualOverride."""
+    file = {**webhook_movie_file(movie), "recycleBinPath": f"/recycle/{movie['title']}.mkv"}
+    return _event(
+        {"movie": webhook_movie(movie), "movieFile": file, "deleteReason": reason}, "MovieFileDelete"
     )
 
 
 def download_payload(movie: dict[str, Any], *, is_upgrade: bool = False) -> dict[str, Any]:
-    """A Download webhook for `movie`, as Radarr v5 builds it."""
+    """A Download webhook for `movie`, as Radarr v5 builds it; an upgrade lists the replaced file in
+    `deletedFiles`."""
     ids = {"tmdbId": movie.get("tmdbId", 0), "imdbId": movie.get("imdbId")}
-    return {
-        "movie": {
-            "id": movie["id"],
-            "title": movie["title"],
-            "year": movie.get("year", 0),
-            "releaseDate": f"{movie.get('year', 1970)}-07-31",
-            "folderPath": movie.get("path"),
-            **ids,
-            "overview": movie.get("overview"),
-            "genres": movie.get("genres", []),
-            "images": movie.get("images", []),
-            "tags": [],
-            "originalLanguage": movie.get("originalLanguage"),
-        },
+    new_file = webhook_movie_file(
+        movie, "Remux-2160p" if is_upgrade else "Bluray-1080p", movie["id"] * 10 + 1
+    )
+    payload: dict[str, Any] = {
+        "movie": webhook_movie(movie),
         "remoteMovie": {**ids, "title": movie["title"], "year": movie.get("year", 0)},
-        "movieFile": {
-            "id": movie["id"] * 10,
-            "relativePath": f"{movie['title']} Bluray-1080p.mkv",
-            "path": f"{movie.get('path')}/{movie['title']} Bluray-1080p.mkv",
-            "quality": "Bluray-1080p",
-            "qualityVersion": 1,
-            "indexerFlags": "0",
-            "size": 8_000_000_000,
-        },
+        "movieFile": new_file if is_upgrade else webhook_movie_file(movie),
         "isUpgrade": is_upgrade,
         "downloadClient": "qBittorrent",
         "downloadClientType": "qBittorrent",
@@ -172,10 +232,30 @@ def download_payload(movie: dict[str, Any], *, is_upgrade: bool = False) -> dict
             "size": 0,
             "indexerFlags": [],
         },
-        "eventType": "Download",
-        "instanceName": "Radarr",
-        "applicationUrl": "",
     }
+    if is_upgrade:
+        old = {**webhook_movie_file(movie), "recycleBinPath": f"/recycle/{movie['title']}.mkv"}
+        payload["deletedFiles"] = [old]
+    return _event(payload, "Download")
+
+
+def send(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST any Radarr webhook payload (see the `*_payload` builders) to `url`, exactly as Radarr would."""
+    return send_arr_webhook(
+        url,
+        payload,
+        user_agent=f"Radarr/{RADARR_VERSION} (ubuntu 22.04)",
+        username=username,
+        password=password,
+        headers=headers,
+    )
 
 
 def send_download(
@@ -187,11 +267,4 @@ def send_download(
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """POST a Download webhook for `movie` to `url`, exactly as Radarr would."""
-    return send_arr_webhook(
-        url,
-        download_payload(movie),
-        user_agent=f"Radarr/{RADARR_VERSION} (ubuntu 22.04)",
-        username=username,
-        password=password,
-        headers=headers,
-    )
+    return send(url, download_payload(movie), username=username, password=password, headers=headers)

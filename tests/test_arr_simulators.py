@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 
@@ -18,10 +20,12 @@ from flows.clients.sonarr import SonarrClient, parse_series
 from simulators import overseerr as overseerr_sim
 from simulators import radarr as radarr_sim
 from simulators import sonarr as sonarr_sim
+from simulators._arr import without_nulls
 from simulators.serving import serve_in_thread
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
+from smartplex_sync.models import ArrItem
 from smartplex_sync.settings import Settings
-from smartplex_sync.store.arr import ArrItem
+from webhook_gateway.sources import parse
 
 
 def test_parsers_turn_the_arrs_unknown_ids_into_none() -> None:
@@ -192,3 +196,148 @@ def test_report_rows_list_a_bounded_number_of_unmatched_titles() -> None:
     rows = {row["metric"]: row["value"] for row in report.rows()}
     assert (rows["not in library"], rows["removed"], rows["seconds"]) == (25, 0, 0.12)
     assert rows["not in library (titles)"].endswith("t19 … +5")
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _same_shape(sent: Any, captured: Any, where: str = "") -> None:
+    """Every key we send exists, with the same JSON type, in the captured payload of that event."""
+    if isinstance(captured, dict):
+        assert isinstance(sent, dict), where
+        for key, value in sent.items():
+            assert key in captured, f"{where}.{key} is not in the captured payload"
+            _same_shape(value, captured[key], f"{where}.{key}")
+    elif isinstance(captured, list) and captured and isinstance(sent, list):
+        for n, value in enumerate(sent):
+            _same_shape(value, captured[0], f"{where}[{n}]")
+    else:
+        numbers = (int, float)
+        assert isinstance(sent, type(captured)) or (
+            isinstance(sent, numbers) and isinstance(captured, numbers)
+        ), f"{where}: {sent!r} vs {captured!r}"
+
+
+@pytest.mark.parametrize(
+    ("built", "fixture"),
+    [
+        (lambda: sonarr_sim.series_delete_payload(sonarr_sim.generate_series(3)[0]), "sonarr/series_delete"),
+        (
+            lambda: sonarr_sim.episode_file_delete_payload(sonarr_sim.generate_series(3)[1], 2, 5),
+            "sonarr/episode_file_delete",
+        ),
+        (
+            lambda: sonarr_sim.download_payload(sonarr_sim.generate_series(2)[0], is_upgrade=True),
+            "sonarr/download_upgrade",
+        ),
+        (lambda: radarr_sim.movie_delete_payload(radarr_sim.generate_movies(2)[0]), "radarr/movie_delete"),
+        (
+            lambda: radarr_sim.movie_file_delete_payload(radarr_sim.generate_movies(2)[1]),
+            "radarr/movie_file_delete",
+        ),
+        (
+            lambda: radarr_sim.download_payload(radarr_sim.generate_movies(2)[0], is_upgrade=True),
+            "radarr/download_upgrade",
+        ),
+    ],
+)
+def test_delete_and_upgrade_payloads_have_the_captured_shapes(built: Any, fixture: str) -> None:
+    payload = without_nulls(built())
+    captured = json.loads((FIXTURES / f"{fixture}.json").read_text())
+    _same_shape(payload, captured)
+    assert payload["eventType"] == captured["eventType"]
+    assert parse(fixture.split("/")[0], payload).event_type == captured["eventType"]
+
+
+def test_upgrade_payloads_name_the_replaced_file() -> None:
+    series, movie = sonarr_sim.generate_series(1)[0], radarr_sim.generate_movies(1)[0]
+    episode = sonarr_sim.download_payload(series, 1, 2, is_upgrade=True)
+    (old,) = episode["deletedFiles"]
+    assert episode["isUpgrade"] and old["id"] != episode["episodeFile"]["id"] and old["recycleBinPath"]
+    assert old["id"] == sonarr_sim.episode_file_delete_payload(series, 1, 2)["episodeFile"]["id"]
+    film = radarr_sim.download_payload(movie, is_upgrade=True)
+    assert film["isUpgrade"] and film["deletedFiles"][0]["id"] == movie["movieFile"]["id"]
+    assert film["movieFile"]["quality"] != film["deletedFiles"][0]["quality"]
+    assert "deletedFiles" not in sonarr_sim.download_payload(series) and "deletedFiles" not in (
+        radarr_sim.download_payload(movie)
+    )
+    reason = radarr_sim.movie_file_delete_payload(movie, reason="missingFromDisk")["deleteReason"]
+    assert reason == "missingFromDisk"
+    for_upgrade = json.loads((FIXTURES / "sonarr/episode_file_delete_for_upgrade.json").read_text())
+    sent = sonarr_sim.episode_file_delete_payload(series, 1, 2, reason="upgrade")
+    assert sent["deleteReason"] == for_upgrade["deleteReason"] == "upgrade"
+
+
+def test_radarr_deletes_through_its_api_and_sends_its_webhooks(
+    capture: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, received = capture
+    app = radarr_sim.create_radarr_app(count=3)
+    app.state.controls.webhook_url = url
+    first, second, _ = app.state.movies
+    key = {"X-Api-Key": "radarr-api-key"}
+    with serve_in_thread(app) as base:
+        file_id = second["movieFile"]["id"]
+        assert httpx.delete(f"{base}/api/v3/moviefile/{file_id}", headers=key).status_code == 200
+        assert httpx.delete(f"{base}/api/v3/moviefile/{file_id}", headers=key).status_code == 404
+        answer = httpx.delete(
+            f"{base}/api/v3/movie/{first['id']}", params={"deleteFiles": "true"}, headers=key
+        )
+        assert answer.status_code == 200
+        assert httpx.get(f"{base}/api/v3/movie/{first['id']}", headers=key).status_code == 404
+        with RadarrClient(base, "radarr-api-key") as client:
+            movies = {m.arr_id: m for m in client.movies()}
+        assert httpx.delete(f"{base}/api/v3/movie/{first['id']}", headers=key).status_code == 404
+    assert set(movies) == {second["id"], 3}
+    assert second["hasFile"] is False and "movieFile" not in second
+    file_delete, movie_delete = (json.loads(r["body"]) for r in received)
+    assert received[0]["headers"]["user-agent"].startswith(f"Radarr/{radarr_sim.RADARR_VERSION}")
+    assert (file_delete["eventType"], file_delete["deleteReason"], file_delete["movieFile"]["id"]) == (
+        "MovieFileDelete",
+        "manual",
+        file_id,
+    )
+    assert (movie_delete["eventType"], movie_delete["deletedFiles"], movie_delete["movie"]["tmdbId"]) == (
+        "MovieDelete",
+        True,
+        first["tmdbId"],
+    )
+    assert movie_delete["movieFolderSize"] == first["sizeOnDisk"]
+    assert app.state.controls.webhooks_sent == [file_delete, movie_delete]
+
+
+def test_sonarr_deletes_through_its_api_and_sends_its_webhooks(
+    capture: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, received = capture
+    app = sonarr_sim.create_sonarr_app(count=4, seed=3)
+    app.state.controls.webhook_url = url
+    one = next(s for s in app.state.series if s["statistics"]["episodeFileCount"] >= 2)
+    key = {"X-Api-Key": "sonarr-api-key"}
+    with serve_in_thread(app) as base:
+        files = httpx.get(f"{base}/api/v3/episodefile", params={"seriesId": one["id"]}, headers=key).json()
+        assert len(files) == one["statistics"]["episodeFileCount"]
+        assert all(f["seriesId"] == one["id"] and f["path"].startswith(one["path"]) for f in files)
+        count = len(files)
+        assert httpx.delete(f"{base}/api/v3/episodefile/{files[1]['id']}", headers=key).status_code == 200
+        left = httpx.get(f"{base}/api/v3/episodefile", params={"seriesId": one["id"]}, headers=key).json()
+        assert len(left) == count - 1 == one["statistics"]["episodeFileCount"]
+        assert httpx.delete(f"{base}/api/v3/series/{one['id']}", headers=key).status_code == 200
+        assert (
+            httpx.get(f"{base}/api/v3/episodefile", params={"seriesId": one["id"]}, headers=key).json() == []
+        )
+        assert httpx.delete(f"{base}/api/v3/episodefile/{files[0]['id']}", headers=key).status_code == 404
+    file_delete, series_delete = (json.loads(r["body"]) for r in received)
+    (episode,) = file_delete["episodes"]
+    assert (file_delete["eventType"], file_delete["deleteReason"], file_delete["episodeFile"]["id"]) == (
+        "EpisodeFileDelete",
+        "manual",
+        files[1]["id"],
+    )
+    assert (episode["seasonNumber"], episode["episodeNumber"]) == (files[1]["seasonNumber"], 2)
+    assert (series_delete["eventType"], series_delete["deletedFiles"], series_delete["series"]["tvdbId"]) == (
+        "SeriesDelete",
+        False,
+        one["tvdbId"],
+    )
+    assert one not in app.state.series

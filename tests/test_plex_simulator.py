@@ -20,6 +20,11 @@ from smartplex_sync.settings import Settings
 TOKEN = "plex-token-123"
 
 
+def one_item(client: PlexClient, rating_key: str) -> dict[str, Any] | None:
+    """The item as /library/metadata answers it, or None when Plex does not have it."""
+    return client.metadata([rating_key]).get(rating_key)
+
+
 @pytest.fixture(scope="module")
 def library() -> PlexLibrary:
     return PlexLibrary.generate(seed=7, movies=23, shows=3, seasons_per_show=2, episodes_per_season=4)
@@ -119,10 +124,18 @@ def test_show_section_lists_shows_seasons_and_episodes_with_their_parents(
 
 def test_metadata_children_and_unknown_keys(plex: PlexClient, library: PlexLibrary) -> None:
     show = next(i for i in library.items.values() if i.type == "show")
-    item = plex.metadata(str(show.rating_key))
-    assert item is not None and item["librarySectionID"] == 2 and item["title"] == show.title
+    [item] = plex.metadata([str(show.rating_key)]).values()
+    assert item["librarySectionID"] == 2 and item["title"] == show.title
     assert [c["index"] for c in plex.children(str(show.rating_key))] == [1, 2]
-    assert plex.metadata("999999") is None
+    assert plex.metadata(["999999"]) == {}
+
+
+def test_several_items_in_one_request_leave_out_unknown_keys(plex: PlexClient, library: PlexLibrary) -> None:
+    movies = [str(i.rating_key) for i in library.items.values() if i.type == "movie"][:3]
+    before = plex.requests_made
+    items = plex.metadata([movies[0], "999999", *movies[1:]])
+    assert sorted(items) == sorted(movies)
+    assert plex.requests_made - before == 1
 
 
 def test_status_codes_become_transient_or_permanent_errors(
@@ -215,3 +228,119 @@ def test_library_new_webhook_is_multipart_with_payload_and_jpeg_thumb() -> None:
     assert received["token"] == "s3cret" and received["thumb_type"] == "image/jpeg"
     assert received["thumb"] == TINY_JPEG
     assert _jpeg_segments(TINY_JPEG) == [0xE0, 0xDB, 0xC0, 0xC4, 0xC4, 0xDA]
+
+
+@pytest.fixture
+def fresh() -> Iterator[tuple[PlexClient, PlexLibrary]]:
+    """A small library of its own (the tests below change it), served over HTTP, and a client."""
+    library = PlexLibrary.generate(seed=11, movies=4, shows=2, seasons_per_show=2, episodes_per_season=2)
+    with serve_in_thread(create_plex_app(library, token=TOKEN)) as url, PlexClient(url, TOKEN) as client:
+        yield client, library
+
+
+def _listed(client: PlexClient, section_id: int, type_: str) -> set[str]:
+    return {i["ratingKey"] for i in client.iter_items(section_id, type_)}
+
+
+def test_a_file_deleted_on_disk_stays_listed_until_plex_scans(fresh: tuple[PlexClient, PlexLibrary]) -> None:
+    client, library = fresh
+    movie = library.section_items(1, "movie")[0]
+    key = str(movie.rating_key)
+    assert library.delete_files(movie.rating_key) == [movie.rating_key]
+    item = one_item(client, key)
+    assert item is not None and "deletedAt" not in item and key in _listed(client, 1, "movie")
+    assert all("exists" not in p for m in item["Media"] for p in m["Part"])
+    checked = client.get_json(f"/library/metadata/{key}", params={"checkFiles": 1})
+    parts = [p for m in checked["MediaContainer"]["Metadata"][0]["Media"] for p in m["Part"]]
+    assert {(p["exists"], p["accessible"]) for p in parts} == {(False, False)}  # checkFiles looks at the disk
+
+    assert library.scan(1) == [movie.rating_key]  # empty trash after every scan: on by default
+    assert one_item(client, key) is None and key not in _listed(client, 1, "movie")
+    with pytest.raises(PermanentServiceError) as missing:
+        client.get_json(f"/library/metadata/{key}")
+    assert missing.value.status_code == 404
+
+
+def test_without_automatic_empty_trash_a_scan_leaves_the_item_unavailable(
+    fresh: tuple[PlexClient, PlexLibrary],
+) -> None:
+    client, library = fresh
+    library.empty_trash_after_scan = False
+    movie, other = library.section_items(1, "movie")[:2]
+    library.delete_files(movie.rating_key)
+    library.scan(1)
+    item = one_item(client, str(movie.rating_key))
+    assert item is not None and item["deletedAt"] == movie.deleted_at
+    assert {(p["exists"], p["accessible"]) for m in item["Media"] for p in m["Part"]} == {(False, False)}
+    assert str(movie.rating_key) in _listed(client, 1, "movie")
+    healthy = one_item(client, str(other.rating_key))
+    assert healthy is not None and "deletedAt" not in healthy
+    assert all("exists" not in p for m in healthy["Media"] for p in m["Part"])  # only asked with checkFiles
+
+    client.request("PUT", "/library/sections/1/emptyTrash")
+    assert one_item(client, str(movie.rating_key)) is None
+    assert one_item(client, str(other.rating_key)) is not None
+    with pytest.raises(PermanentServiceError) as unknown:
+        client.request("PUT", "/library/sections/9/emptyTrash")
+    assert unknown.value.status_code == 404
+
+
+def test_a_partial_scan_only_sees_its_folder_and_empty_parents_go_with_their_last_child(
+    fresh: tuple[PlexClient, PlexLibrary],
+) -> None:
+    client, library = fresh
+    show = library.section_items(2, "show")[0]
+    season_one, season_two = library.children(show.rating_key)
+    first, second = library.children(season_one.rating_key)
+    library.delete_files(first.rating_key)
+    movie = library.section_items(1, "movie")[0]
+    library.delete_files(movie.rating_key)
+    folder = first.media[0].parts[0].file.rsplit("/", 1)[0]
+
+    client.request("GET", "/library/sections/2/refresh", params={"path": folder})  # Sonarr's "update library"
+    assert one_item(client, str(first.rating_key)) is None
+    assert one_item(client, str(season_one.rating_key)) is not None  # it still has an episode
+    assert one_item(client, str(movie.rating_key)) is not None  # another section: not scanned
+
+    library.delete_files(second.rating_key)
+    library.scan(2, folder)
+    assert one_item(client, str(season_one.rating_key)) is None  # the season went with its last episode
+    assert one_item(client, str(show.rating_key)) is not None  # season two is still there
+    assert [c.rating_key for c in library.children(show.rating_key)] == [season_two.rating_key]
+
+    library.delete_files(show.rating_key)
+    client.request("GET", "/library/sections/2/refresh")
+    assert show.rating_key not in library.items and _listed(client, 2, "show") == {
+        str(s.rating_key) for s in library.section_items(2, "show")
+    }
+
+
+def test_an_unmounted_section_is_not_scanned(fresh: tuple[PlexClient, PlexLibrary]) -> None:
+    client, library = fresh
+    movies = [m.rating_key for m in library.section_items(1, "movie")]
+    library.unmount(1)
+    for key in movies:
+        library.delete_files(key)
+    assert library.scan(1) == []
+    library.mount(1)
+    assert _listed(client, 1, "movie") == {str(m.rating_key) for m in library.section_items(1, "movie")}
+
+
+def test_several_items_in_one_request(fresh: tuple[PlexClient, PlexLibrary]) -> None:
+    client, fresh_library = fresh
+    movies = [str(m.rating_key) for m in fresh_library.section_items(1, "movie")]
+    episode = next(str(i.rating_key) for i in fresh_library.items.values() if i.type == "episode")
+    asked = [movies[2], "999999", episode, movies[0], movies[2]]
+    requests_before = client.requests_made
+    found = client.metadata(asked)
+    assert client.requests_made == requests_before + 1
+    assert list(found) == [movies[2], episode, movies[0]]  # what exists, in the order asked, once
+    assert found[episode]["librarySectionID"] == 2 and found[movies[0]]["librarySectionID"] == 1
+    raw = client.get_json(f"/library/metadata/{','.join(asked)}")["MediaContainer"]
+    assert raw["size"] == 3
+    assert client.metadata(["999998", "999999"]) == {}  # Plex answers 404: it has none of them
+    with pytest.raises(PermanentServiceError) as none:
+        client.get_json("/library/metadata/999998,999999")
+    assert none.value.status_code == 404
+    fresh_library.unmount(1)
+    assert list(client.metadata([*movies, episode])) == [episode]

@@ -9,11 +9,16 @@ import pytest
 from sqlalchemy import Engine, insert, select, update
 
 from smartplex_sync.errors import DeletionGuardError
+from smartplex_sync.store.history import upsert_plays
 from smartplex_sync.store.media import (
     PLEX_COLUMNS,
     UpsertResult,
     delete_missing,
+    find_by_ids,
+    find_children,
+    find_episodes,
     get_watermark,
+    remove_items,
     set_watermark,
     upsert_media_items,
 )
@@ -131,3 +136,97 @@ def test_guard_refuses_and_deletes_nothing(engine: Engine) -> None:
     with pytest.raises(DeletionGuardError), engine.begin() as conn:
         delete_missing(conn, "srv-a", 1, {str(n) for n in range(7)}, guard_fraction=0.2)
     assert len(stored(engine)) == 10
+
+
+def _show(server: str, key: int, seasons: int = 2, episodes: int = 2, **ids: Any) -> list[dict[str, Any]]:
+    """A show row with its seasons and episodes (keys key+10*s, key+10*s+e)."""
+    shows = dict(type="show", section=2, section_title="TV", section_type="show")
+    rows = [row(str(key), server=server, title=f"Show {key}", **shows, **ids)]
+    for s in range(1, seasons + 1):
+        season = str(key + 10 * s)
+        rows.append(row(season, server=server, **{**shows, "type": "season"}, parent_rating_key=str(key),
+                        season_number=s))  # fmt: skip
+        rows += [
+            row(
+                str(key + 10 * s + e),
+                server=server,
+                **{**shows, "type": "episode"},
+                parent_rating_key=season,
+                grandparent_rating_key=str(key),
+                season_number=s,
+                episode_number=e,
+                tvdb_id=key,
+            )
+            for e in range(1, episodes + 1)
+        ]
+    return rows
+
+
+@both_backends
+def test_rows_are_found_by_the_ids_an_arr_event_carries_on_one_server_and_type(engine: Engine) -> None:
+    with engine.begin() as conn:
+        upsert_media_items(
+            conn,
+            [
+                row("1", tmdb_id=603, imdb_id="tt0133093"),
+                row("2", tmdb_id=604),
+                row("1", server="srv-b", tmdb_id=603),
+                *_show("srv-a", 100, tvdb_id=81189, tmdb_id=603),
+                *_show("srv-b", 100, tvdb_id=81189),
+            ],
+        )
+        conn.execute(update(media_items).where(media_items.c.rating_key == "2").values(radarr_movie_id=9))
+        conn.execute(update(media_items).where(media_items.c.rating_key == "100").values(sonarr_series_id=5))
+    with engine.connect() as conn:
+        keys = lambda found: [i.rating_key for i in found]  # noqa: E731
+        assert keys(find_by_ids(conn, "srv-a", "movie", tmdb_id=603)) == ["1"]  # not the show's tmdb 603
+        assert keys(find_by_ids(conn, "srv-a", "movie", imdb_id="tt0133093", radarr_movie_id=9)) == ["1", "2"]
+        assert keys(find_by_ids(conn, "srv-b", "movie", tmdb_id=603)) == ["1"]
+        assert (
+            find_by_ids(conn, "srv-a", "movie") == [] and find_by_ids(conn, "srv-a", "movie", tmdb_id=0) == []
+        )
+        assert keys(find_by_ids(conn, "srv-a", "show", tvdb_id=81189)) == ["100"]  # episodes carry tvdb 100
+        assert keys(find_by_ids(conn, "srv-a", "show", sonarr_series_id=5)) == ["100"]
+        assert keys(find_by_ids(conn, "srv-a", "show", tvdb_id=100)) == []
+        assert keys(find_episodes(conn, "srv-a", {"100"}, [(2, 1), (1, 2), (3, 1)])) == ["112", "121"]
+        assert find_episodes(conn, "srv-a", set(), [(1, 1)]) == []
+        assert {i.rating_key for i in find_children(conn, "srv-b", ["100"])} == {
+            "110",
+            "111",
+            "112",
+            "120",
+            "121",
+            "122",
+        }
+        episode = find_episodes(conn, "srv-b", ["100"], [(1, 1)])[0]
+        assert (episode.parent_rating_key, episode.grandparent_rating_key, episode.season_number) == (
+            "110",
+            "100",
+            1,
+        )
+
+
+@both_backends
+def test_remove_items_removes_exactly_those_rows_of_one_server_and_keeps_plays(engine: Engine) -> None:
+    with engine.begin() as conn:
+        upsert_media_items(conn, [row("1"), row("2"), row("3"), row("1", server="srv-b")])
+        upsert_plays(
+            conn,
+            [
+                {"tautulli_row_id": 1, "server_id": "srv-a", "rating_key": "1", "duration_seconds": 60,
+                 "paused_seconds": 0, "percent_complete": 100},
+            ],
+        )  # fmt: skip
+    with engine.begin() as conn:
+        removed = remove_items(conn, "srv-a", ["1", "3", "404"])
+    assert [(r.rating_key, r.type, r.title, r.section_id) for r in removed] == [
+        ("1", "movie", "Movie 1", 1),
+        ("3", "movie", "Movie 3", 1),
+    ]
+    assert set(stored(engine)) == {("srv-a", "2"), ("srv-b", "1")}
+    with engine.connect() as conn:
+        assert conn.scalar(select(watch_history.c.rating_key)) == "1"
+    with engine.begin() as conn:
+        assert remove_items(conn, "srv-a", ["1"]) == [] and remove_items(conn, "srv-a", []) == []
+        upsert_media_items(conn, [row("1")])  # the item comes back: its plays count again
+    assert stored(engine)[("srv-a", "1")].total_play_count == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from smartplex_sync.settings import Settings
 
 CLIENT_IDENTIFIER = "smartplex-sync-5b1e0c2a"  # stable: PMS lists us as one device, not one per run
 PLEX_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
+METADATA_BATCH = 50  # rating keys per /library/metadata request: keeps the URL short
 
 
 @dataclass(frozen=True)
@@ -119,15 +120,24 @@ class PlexClient(ServiceClient):
             if not page.items or start >= page.total_size:
                 return
 
-    def metadata(self, rating_key: str) -> dict[str, Any] | None:
-        """The item, or None when the server does not know it (404)."""
-        try:
-            items = self._container(f"/library/metadata/{rating_key}").get("Metadata", [])
-        except PermanentServiceError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
-        return items[0] if items else None
+    def metadata(self, rating_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The items of `rating_keys` the server has, by rating key: `/library/metadata/{k1},{k2},...`,
+        METADATA_BATCH keys a request. Plex leaves out the keys it does not have, and answers 404 when it
+        has none of them. A 200 without items is no answer: PermanentServiceError."""
+        found: dict[str, dict[str, Any]] = {}
+        keys = list(dict.fromkeys(rating_keys))
+        for start in range(0, len(keys), METADATA_BATCH):
+            path = f"/library/metadata/{','.join(keys[start : start + METADATA_BATCH])}"
+            try:
+                items = self._container(path).get("Metadata") or []
+            except PermanentServiceError as exc:
+                if exc.status_code == 404:
+                    continue
+                raise
+            if not items:
+                raise PermanentServiceError(self.service, f"GET {path} answered 200 without items")
+            found.update((str(item["ratingKey"]), item) for item in items)
+        return found
 
     def children(self, rating_key: str) -> list[dict[str, Any]]:
         return list(self._container(f"/library/metadata/{rating_key}/children").get("Metadata", []))

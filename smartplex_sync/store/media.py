@@ -1,5 +1,6 @@
 """The Plex side of `media_items`: batched upserts keyed (server_id, rating_key), per-section watermarks in
-`sync_state`, and scoped deletion behind a guard.
+`sync_state`, scoped deletion behind a guard, and the lookups and exact removals of a targeted deletion
+check (rows found by the ids a Sonarr/Radarr event carries, then removed by rating key, one server only).
 
 Upserts write only the columns Plex owns (`PLEX_COLUMNS`); play totals (Tautulli) and Sonarr/Radarr ids
 belong to other syncs and are never touched. Ids Plex does not know (tmdb/tvdb/imdb NULL) do not erase
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, delete, func, select
+from sqlalchemy import Connection, and_, delete, func, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from smartplex_sync.errors import DeletionGuardError
@@ -196,3 +197,103 @@ def delete_missing(
             )
         ).rowcount
     return deleted
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """What a targeted deletion check needs to know of a row."""
+
+    rating_key: str
+    type: str
+    title: str
+    section_id: int | None
+    parent_rating_key: str | None
+    grandparent_rating_key: str | None
+    season_number: int | None
+    episode_number: int | None
+
+
+_STORED_COLUMNS = [media_items.c[name] for name in StoredItem.__dataclass_fields__]
+
+
+def _stored_items(conn: Connection, *conditions: Any) -> list[StoredItem]:
+    statement = select(*_STORED_COLUMNS).where(*conditions).order_by(media_items.c.id)
+    return [StoredItem(*row) for row in conn.execute(statement)]
+
+
+def find_by_ids(
+    conn: Connection,
+    server_id: str,
+    type_: str,
+    *,
+    tmdb_id: int | None = None,
+    tvdb_id: int | None = None,
+    imdb_id: str | None = None,
+    radarr_movie_id: int | None = None,
+    sonarr_series_id: int | None = None,
+) -> list[StoredItem]:
+    """Rows of one type (`movie` or `show`) on one server matching any of the given ids; none without ids.
+
+    The type keeps id namespaces apart: TMDB numbers movies and TV shows separately, and Plex gives an
+    episode its own tvdb id, which can equal a series id.
+    """
+    given = {
+        "tmdb_id": tmdb_id,
+        "tvdb_id": tvdb_id,
+        "imdb_id": imdb_id,
+        "radarr_movie_id": radarr_movie_id,
+        "sonarr_series_id": sonarr_series_id,
+    }
+    matches = [
+        media_items.c[column] == value for column, value in given.items() if value not in (None, 0, "")
+    ]
+    if not matches:
+        return []
+    return _stored_items(
+        conn, media_items.c.server_id == server_id, media_items.c.type == type_, or_(*matches)
+    )
+
+
+def find_episodes(
+    conn: Connection, server_id: str, show_keys: Collection[str], episodes: Collection[tuple[int, int]]
+) -> list[StoredItem]:
+    """Episode rows of these shows (by rating key) with these (season number, episode number) pairs."""
+    if not show_keys or not episodes:
+        return []
+    return _stored_items(
+        conn,
+        media_items.c.server_id == server_id,
+        media_items.c.type == "episode",
+        media_items.c.grandparent_rating_key.in_(sorted(show_keys)),
+        tuple_(media_items.c.season_number, media_items.c.episode_number).in_(sorted(set(episodes))),
+    )
+
+
+def find_children(conn: Connection, server_id: str, rating_keys: Collection[str]) -> list[StoredItem]:
+    """The rows below these rows on one server: seasons and episodes of a show, episodes of a season."""
+    keys = sorted(rating_keys)
+    found: list[StoredItem] = []
+    for chunk in _chunks(keys, BATCH_SIZE):
+        found += _stored_items(
+            conn,
+            media_items.c.server_id == server_id,
+            or_(media_items.c.parent_rating_key.in_(chunk), media_items.c.grandparent_rating_key.in_(chunk)),
+        )
+    return found
+
+
+def remove_items(conn: Connection, server_id: str, rating_keys: Collection[str]) -> list[StoredItem]:
+    """Delete exactly the rows of `server_id` with these rating keys and return them.
+
+    No other server's row is touched, nor any row of another table: `watch_history` keeps every play (the
+    lifetime history of an item Plex dropped is still history, and Plex never reuses a rating key), so
+    an item that comes back gets its plays again through `refresh_play_totals`.
+    """
+    removed: list[StoredItem] = []
+    for chunk in _chunks(sorted(rating_keys), BATCH_SIZE):
+        scope = (media_items.c.server_id == server_id, media_items.c.rating_key.in_(chunk))
+        found = _stored_items(conn, *scope)
+        if found:
+            conn.execute(delete(media_items).where(*scope))
+        removed += found
+    return removed
