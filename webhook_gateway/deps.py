@@ -11,12 +11,14 @@ from sqlalchemy import Engine
 
 from smartplex_sync.settings import Settings
 from webhook_gateway.dispatch import Dispatcher
+from webhook_gateway.limits import SourceLimiter
 
 
 @dataclass
 class Gateway:
     settings: Settings
     engine: Engine
+    limiter: SourceLimiter
     dispatcher: Dispatcher | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
