@@ -16,7 +16,7 @@ from tests.support.tls import self_signed_cert
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
-def _pg_tool(name: str) -> str:
+def pg_tool(name: str) -> str:
     for directory in PG_BIN_DIRS:
         if (directory / name).exists():
             return str(directory / name)
@@ -56,7 +56,7 @@ def postgres_cluster(tls: bool = False) -> Iterator[str]:
     port = free_port()
     subprocess.run(
         _as_cluster_owner(
-            [_pg_tool("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
+            [pg_tool("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
         ),
         check=True,
         capture_output=True,
@@ -71,7 +71,7 @@ def postgres_cluster(tls: bool = False) -> Iterator[str]:
         options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
     subprocess.run(
         _as_cluster_owner(
-            [_pg_tool("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "pg.log"), "-w", "start"]
+            [pg_tool("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "pg.log"), "-w", "start"]
         ),
         check=True,
         capture_output=True,
@@ -80,7 +80,7 @@ def postgres_cluster(tls: bool = False) -> Iterator[str]:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
-            _as_cluster_owner([_pg_tool("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            _as_cluster_owner([pg_tool("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
