@@ -19,7 +19,7 @@ import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.settings import Settings as PrefectSettings
 from prefect.settings.legacy import _get_valid_setting_names
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from deployments.operations import prefect_database_check
@@ -29,6 +29,7 @@ from simulators.plex_library import MOVIE
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import make_engine
 from smartplex_sync.store.tables import media_items, webhook_log
+from tests.support.postgres import postgres_cluster
 from tests.support.supabase import SERVICE_OWNER, SupabaseLike
 from tests.support.topology import (
     COMPOSE_FILE,
@@ -39,6 +40,7 @@ from tests.support.topology import (
     Topology,
     healthcheck_url,
     image_env,
+    init_compose_postgres,
     interpolate,
     load_compose,
     our_services,
@@ -46,6 +48,11 @@ from tests.support.topology import (
 )
 
 DEPLOY = REPO_ROOT / "deploy"
+COMPOSE_PASSWORDS = {  # deploy/.env's; the test clusters trust loopback, so their values do not matter
+    "POSTGRES_PASSWORD": "compose-postgres",
+    "PREFECT_DB_PASSWORD": "compose-prefect",
+    "SMARTPLEX_DB_PASSWORD": "compose-smartplex",
+}
 SYSTEMD = DEPLOY / "systemd"
 INSTALL_DIR = "/opt/smartplex-sync"  # where the units expect the checkout (docs/deploy.md)
 
@@ -192,12 +199,7 @@ def test_dependencies_name_services_that_can_satisfy_them() -> None:
 
 
 def test_prefect_never_goes_through_the_pooler_and_our_tables_do() -> None:
-    variables = {
-        "POSTGRES_PASSWORD": "p",
-        "PREFECT_DB_PASSWORD": "p",
-        "SMARTPLEX_DB_PASSWORD": "p",
-        "SMARTPLEX_WEBHOOK_TOKEN": "t",
-    }
+    variables = {**COMPOSE_PASSWORDS, "SMARTPLEX_WEBHOOK_TOKEN": "t"}
     services = our_services(load_compose())
     prefect_url = interpolate(
         service_environment(services["prefect-server"])["PREFECT_API_DATABASE_CONNECTION_URL"], variables
@@ -260,35 +262,25 @@ def test_systemd_units_run_real_commands_in_order() -> None:
 
 
 @pytest.fixture
-def topology(tmp_path: Path) -> Iterator[list[Topology]]:
-    made: list[Topology] = []
-    yield made
-    for topology in made:
-        topology.close()
+def compose_postgres() -> Iterator[str]:
+    """A fresh cluster, initialised as compose's `postgres` service is (deploy/postgres/init-databases.sh)."""
+    with postgres_cluster() as admin_url:
+        init_compose_postgres(admin_url, COMPOSE_PASSWORDS)
+        yield admin_url
 
 
 def test_compose_services_run_from_their_declared_commands(
     supabase: SupabaseLike,
-    postgres_admin_url: str,
     demo_services: tuple[DemoWorld, str],
-    topology: list[Topology],
+    compose_postgres: str,
     tmp_path: Path,
 ) -> None:
     """prefect-server on PostgreSQL, migrate, prefect-deploy, a worker and a gateway, each started from
     compose.yaml; our tables on the Supabase-like transaction pooler (SMARTPLEX_DATABASE_URL in .env).
     A webhook to the gateway becomes a flow run the worker completes, and the library lands in our tables."""
-    # compose's `postgres` service makes role and database `prefect` (deploy/postgres/init-databases.sh).
-    admin = make_engine(postgres_admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("CREATE ROLE prefect LOGIN"))
-        conn.execute(text("CREATE DATABASE prefect OWNER prefect"))
-    admin.dispose()
     ours = supabase.pooled(supabase.create_database(owner=SERVICE_OWNER), SERVICE_OWNER)
-    cluster = make_url(postgres_admin_url)
     variables = {
-        "POSTGRES_PASSWORD": "unused",
-        "PREFECT_DB_PASSWORD": "trust",
-        "SMARTPLEX_DB_PASSWORD": "unused",
+        **COMPOSE_PASSWORDS,
         "SMARTPLEX_WEBHOOK_TOKEN": "compose-token",
         "SMARTPLEX_DATABASE_URL": ours.replace("postgresql+psycopg://", "postgresql://"),
         "SMARTPLEX_COALESCE_SECONDS": "1",
@@ -296,24 +288,31 @@ def test_compose_services_run_from_their_declared_commands(
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         **service_env(demo_services[1]),
     }
-    prefect_port = free_port()
+    prefect_port, gateway_port = free_port(), free_port()
     stack = Topology(
         tmp_path,
         variables,
         addresses={
-            "postgres:5432": f"127.0.0.1:{cluster.port}",
+            "postgres:5432": f"127.0.0.1:{make_url(compose_postgres).port}",
             "prefect-server:4200": f"127.0.0.1:{prefect_port}",
         },
     )
-    topology.append(stack)
-    stack.start("prefect-server", ports={4200: prefect_port}, timeout=240)
-    stack.run("migrate")
-    stack.run("prefect-deploy")
-    stack.start("worker", ports={8080: free_port()})
-    gateway_port = free_port()
-    stack.start("gateway", ports={8000: gateway_port})
+    try:
+        stack.start("prefect-server", ports={4200: prefect_port}, timeout=240)
+        stack.run("migrate")
+        stack.run("prefect-deploy")
+        stack.start("worker", ports={8080: free_port()})
+        stack.start("gateway", ports={8000: gateway_port})
+        delivered_and_synced(demo_services[0], variables, gateway_port, prefect_port, tmp_path)
+    finally:
+        stack.close()
 
-    world = demo_services[0]
+
+def delivered_and_synced(
+    world: DemoWorld, variables: dict[str, str], gateway_port: int, prefect_port: int, logs: Path
+) -> None:
+    """A Plex `library.new` to the gateway is recorded, dispatched, run by the worker, and lands."""
+
     movie = str(next(key for key, item in world.library.items.items() if item.type == MOVIE))
     answer = httpx.post(
         f"http://127.0.0.1:{gateway_port}/api/webhooks/plex",
@@ -329,7 +328,7 @@ def test_compose_services_run_from_their_declared_commands(
     state = wait_for(
         lambda: final_state(f"http://127.0.0.1:{prefect_port}/api", run_id), 240, "the run finished"
     )
-    assert state == "COMPLETED", (state, (tmp_path / "worker-0.log").read_text()[-3000:])
+    assert state == "COMPLETED", (state, (logs / "worker-0.log").read_text()[-3000:])
     with engine.connect() as conn:
         assert conn.execute(select(media_items.c.rating_key)).scalars().all() == [movie]
     engine.dispose()

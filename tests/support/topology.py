@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from deployments.processes import VENV_BIN, spawn, stop, wait_until_healthy
+from tests.support.postgres import pg_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "deploy" / "compose.yaml"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 ENTRYPOINT = REPO_ROOT / "deploy" / "entrypoint.sh"
+POSTGRES_INIT = REPO_ROOT / "deploy" / "postgres" / "init-databases.sh"
 IMAGE_DATA_DIR = "/data"
 _LOCAL_HOST = "127.0.0.1"
 _ALL_INTERFACES = "0.0.0.0"
@@ -124,6 +127,22 @@ def healthcheck_url(service: Mapping[str, Any]) -> str | None:
     test = service.get("healthcheck", {}).get("test") or []
     found = re.search(r"https?://[^'\"\s]+", " ".join(map(str, test)))
     return found.group(0) if found else None
+
+
+def init_compose_postgres(admin_url: str, variables: Mapping[str, str]) -> None:
+    """What the compose `postgres` service does on its first start: deploy/postgres/init-databases.sh
+    (roles and databases `prefect` and `smartplex`), here against the fresh cluster at `admin_url`."""
+    cluster = make_url(admin_url)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(pg_tool('psql')).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PGHOST": cluster.host or _LOCAL_HOST,
+        "PGPORT": str(cluster.port),
+        "POSTGRES_USER": cluster.username or "postgres",
+        "PREFECT_DB_PASSWORD": variables["PREFECT_DB_PASSWORD"],
+        "SMARTPLEX_DB_PASSWORD": variables["SMARTPLEX_DB_PASSWORD"],
+    }
+    subprocess.run(["sh", str(POSTGRES_INIT)], env=env, check=True, capture_output=True, timeout=60)
 
 
 @dataclass(frozen=True)
