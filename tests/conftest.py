@@ -17,7 +17,6 @@ from simulators.serving import serve_in_thread
 from smartplex_sync.migrate import migrate
 from smartplex_sync.store import make_engine
 from tests.support import prefect_stack
-from tests.support.pgbouncer import pgbouncer
 from tests.support.postgres import postgres_cluster
 from tests.support.supabase import SupabaseLike, supabase_like
 
@@ -27,13 +26,6 @@ _database_names = itertools.count()
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
     with postgres_cluster() as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def pgbouncer_admin_url(postgres_admin_url: str) -> Iterator[str]:
-    """PgBouncer in transaction mode (as Supabase's pooler on 6543) in front of the session's cluster."""
-    with pgbouncer(postgres_admin_url) as url:
         yield url
 
 
@@ -56,8 +48,7 @@ def _fresh_postgres_database(admin_url: str) -> str:
 
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, migrated database URL: SQLite by default, PostgreSQL when parametrized with "postgres",
-    the same reached through PgBouncer in transaction mode with "pgbouncer"."""
+    """A fresh, migrated database URL: SQLite by default, PostgreSQL when parametrized with "postgres"."""
     backend = getattr(request, "param", "sqlite")
     if backend == "postgres":
         url = _fresh_postgres_database(request.getfixturevalue("postgres_admin_url"))
@@ -83,8 +74,6 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 both_backends = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
-# The same plus PostgreSQL behind PgBouncer in transaction mode: for the store's concurrency-sensitive paths.
-all_backends = pytest.mark.parametrize("database_url", ["sqlite", "postgres", "pgbouncer"], indirect=True)
 
 
 @pytest.fixture(scope="session")
