@@ -14,6 +14,22 @@ what a container network would give:
 
 Only services built from our image are started here; PostgreSQL, PgBouncer and the load balancer are the
 caller's (tests/support/postgres.py, pgbouncer.py). Everything but the image build is exercised.
+
+    with postgres_cluster() as admin_url:
+        init_compose_postgres(admin_url, passwords)            # deploy/postgres/init-databases.sh
+        with pgbouncer(admin_url, users=("smartplex",)) as pooled:
+            stack = Topology(tmp_path, {**passwords, "SMARTPLEX_WEBHOOK_TOKEN": "t"}, addresses={
+                "postgres:5432": f"127.0.0.1:{make_url(admin_url).port}",
+                "pgbouncer:6543": f"127.0.0.1:{make_url(pooled).port}",
+                "prefect-server:4200": f"127.0.0.1:{prefect_port}",
+            })
+            stack.start("prefect-server", ports={4200: prefect_port})
+            stack.run("migrate"); stack.run("prefect-deploy")
+            for replica in (0, 1):
+                stack.start("worker", replica, ports={8080: free_port()})
+                stack.start("gateway", replica, ports={8000: gateway_ports[replica]})
+            ...
+            stack.close()
 """
 
 from __future__ import annotations
