@@ -1,17 +1,15 @@
-"""Gateway benchmarks, each against a baseline measured in the same run.
+"""Gateway benchmark: acknowledging a delivery, against a baseline measured in the same run.
 
-1. Acknowledgement latency: Sonarr Download deliveries posted one after another over keep-alive HTTP to
-   the real gateway (parse + durable SQLite commit before the 202), against the same server answering 202
-   without recording (the cost of HTTP alone). Also 8 concurrent senders.
-2. Coalescing: a burst of 50 deliveries asking for the same library sync, dispatched to a real Prefect
-   server with a 10 s window, against no coalescing (window 0): flow runs created and dispatch seconds.
+Sonarr Download deliveries posted one after another over keep-alive HTTP to the real gateway (parse +
+durable SQLite commit before the 202), against the same server answering 202 without recording (the cost
+of HTTP alone). Also 8 concurrent senders. What happens after the answer, end to end, is measured in
+`bench.burst` and `bench.latency`.
 
 `python -m bench.gateway` prints the section; `make bench` writes it into docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import tempfile
 import time
@@ -26,12 +24,11 @@ from fastapi.responses import JSONResponse
 from simulators import sonarr
 from simulators.serving import serve_in_thread
 from smartplex_sync.migrate import migrate
-from smartplex_sync.models import Deployment, SyncRequest
 from smartplex_sync.settings import Settings
-from smartplex_sync.store import make_engine, webhooks
+from smartplex_sync.store import make_engine
 from webhook_gateway.app import create_app
 
-SEQUENTIAL, CONCURRENT, SENDERS, BURST = 400, 400, 8, 50
+SEQUENTIAL, CONCURRENT, SENDERS = 400, 400, 8
 
 
 def _baseline_app() -> FastAPI:
@@ -95,66 +92,10 @@ def measure_ack(root: Path) -> dict[str, Any]:
     }
 
 
-async def _dispatch_burst(root: Path, window: int) -> tuple[int, float]:
-    from webhook_gateway.dispatch import Dispatcher
-
-    engine = make_engine(f"sqlite:///{root / f'burst-{window}.db'}")
-    migrate(engine)
-    request = SyncRequest(Deployment.PLEX_LIBRARY_SYNC, {"section_type": "show", "mode": "incremental"})
-    for _ in range(BURST):
-        webhooks.record(
-            engine, source="sonarr", event_type="Download", payload={}, action="x", requests=[request]
-        )
-    started = time.perf_counter()
-    await Dispatcher(engine, coalesce_seconds=window).dispatch_due()
-    seconds = time.perf_counter() - started
-    summary = webhooks.summary(engine, recent=BURST)
-    runs = {w["flow_run_id"] for w in summary["recent_webhooks"]}
-    assert summary["pending_dispatch"] == 0 and None not in runs
-    return len(runs), seconds
-
-
-def measure_coalescing(root: Path) -> dict[str, Any] | None:
-    """Needs a Prefect server: PREFECT_API_URL, or one started here (about 15 s)."""
-    import os
-
-    from prefect.client.orchestration import get_client
-    from prefect.context import refresh_global_settings_context
-
-    from deployments.processes import free_port, start_prefect_server, stop
-
-    server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        server, api_url = start_prefect_server(root / "prefect", free_port(), root / "prefect.log")
-        os.environ["PREFECT_API_URL"] = api_url
-        refresh_global_settings_context()
-    try:
-
-        async def run() -> dict[str, Any]:
-            async with get_client() as client:
-                try:
-                    await client.read_deployment_by_name(Deployment.PLEX_LIBRARY_SYNC.full_name)
-                except Exception:
-                    flow_id = await client.create_flow_from_name(Deployment.PLEX_LIBRARY_SYNC.flow_name)
-                    await client.create_deployment(flow_id, Deployment.PLEX_LIBRARY_SYNC.value)
-            # Distinct buckets per measurement: a repeated key would return the earlier runs.
-            coalesced = await _dispatch_burst(root, 3600)
-            single = await _dispatch_burst(root, 0)
-            return {"coalesced": coalesced, "single": single}
-
-        return asyncio.run(run())
-    finally:
-        if server is not None:
-            stop(server)
-            del os.environ["PREFECT_API_URL"]  # the next benchmark must not talk to a stopped server
-            refresh_global_settings_context()
-
-
 def main() -> str:
     with tempfile.TemporaryDirectory(prefix="smartplex-bench-gw-") as tmp:
         root = Path(tmp)
         ack = measure_ack(root)
-        burst = measure_coalescing(root)
     base50, gw50 = _ms(ack["baseline"], 0.5), _ms(ack["gateway"], 0.5)
     base99, gw99 = _ms(ack["baseline"], 0.99), _ms(ack["gateway"], 0.99)
     lines = [
@@ -172,24 +113,6 @@ def main() -> str:
         f"{ack['baseline_rate'] / ack['gateway_rate']:.1f}× slower |",
         "",
     ]
-    if burst:
-        (runs_c, secs_c), (runs_s, secs_s) = burst["coalesced"], burst["single"]
-        lines += [
-            "## Dispatch: a burst of deliveries for the same sync",
-            "",
-            f"{BURST} recorded deliveries asking for the same Plex library sync, dispatched to a real Prefect "
-            "server. Baseline: no coalescing (one run per delivery).",
-            "",
-            "| | one run per delivery | coalesced (window) | ratio |",
-            "|---|---:|---:|---:|",
-            f"| flow runs created | {runs_s} | {runs_c} | {runs_s / runs_c:.0f}× fewer |",
-            f"| dispatch seconds | {secs_s:.2f} s | {secs_c:.2f} s | {secs_s / secs_c:.1f}× |",
-            "",
-            "The dispatcher asks Prefect once per idempotency key in a pass, so a coalesced burst costs one API "
-            "call; across passes and replicas Prefect's idempotency keys return the same run. The bigger saving "
-            "is downstream: with the deployments' concurrency limit of 1, fifty runs would be fifty serial syncs.",
-            "",
-        ]
     return "\n".join(lines)
 
 

@@ -90,13 +90,16 @@ def main() -> str:
         get_settings.cache_clear()
         try:
             from flows.library_sync import plex_library_sync
+            from smartplex_sync.requests import PlexLibrarySync
 
             page_size = get_settings().plex_page_size
-            plex_library_sync(rating_key="0")  # warm up Prefect (an unknown key: nothing written)
+            plex_library_sync(
+                PlexLibrarySync(rating_keys=["0"])
+            )  # warm up Prefect (an unknown key: nothing written)
 
             def run(mode: str) -> tuple[dict[str, Any], float, int]:
                 ask("reset")
-                result, seconds = _timed(lambda: plex_library_sync(mode=mode))
+                result, seconds = _timed(lambda: plex_library_sync(PlexLibrarySync(mode=mode)))
                 return result, seconds, ask("requests")
 
             rss_before = _rss_mb()

@@ -92,7 +92,7 @@ def schedules_apply(
     table wins. Changes made only in Prefect are copied into the table."""
     from prefect.client.orchestration import get_client
 
-    from deployments.schedules import mirror_once
+    from smartplex_sync.schedule_mirror import mirror_once
 
     async def apply() -> bool:
         async with get_client() as client:

@@ -16,10 +16,17 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from deployments.schedules import PREFECT_YAML, load_defaults, read_history, read_prefect_side
 from smartplex_sync.errors import ConfigurationError, ServiceError
 from smartplex_sync.migrate import pending
 from smartplex_sync.models import SCHEDULED_SERVICES, WORK_POOL, Deployment, Source
+from smartplex_sync.requests import (
+    DEFAULT_HISTORY_DAYS,
+    PARAMETERS,
+    PlexLibrarySync,
+    SyncParameters,
+    TautulliSync,
+)
+from smartplex_sync.schedule_mirror import PREFECT_YAML, load_defaults, read_history, read_prefect_side
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import utcnow, webhooks
 from smartplex_sync.store.schedules import read_schedules
@@ -163,11 +170,14 @@ async def gather_schedule_views(engine: Engine, client: PrefectClient) -> list[S
 
 def sync_parameters(service: Source, full: bool) -> dict[str, Any]:
     """Parameters of a run started by hand. The Sonarr, Radarr and Overseerr syncs are always full."""
+    request: SyncParameters
     if service is Source.PLEX:
-        return {"mode": "full" if full else "incremental"}
-    if service is Source.TAUTULLI:
-        return {"days": TAUTULLI_ALL_HISTORY if full else 7}
-    return {}
+        request = PlexLibrarySync(mode="full" if full else "incremental")
+    elif service is Source.TAUTULLI:
+        request = TautulliSync(days=TAUTULLI_ALL_HISTORY if full else DEFAULT_HISTORY_DAYS)
+    else:
+        request = PARAMETERS[SCHEDULED_SERVICES[service]]()
+    return {"request": request.to_json()}
 
 
 async def start_sync(client: PrefectClient, service: Source, full: bool) -> FlowRun:

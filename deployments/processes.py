@@ -77,7 +77,7 @@ def start_prefect_server(home: Path, port: int, log_path: Path) -> tuple[subproc
         env,
         log_path,
     )
-    wait_until_healthy(f"{api_url}/health", timeout=120, process=process)
+    wait_until_healthy(f"{api_url}/health", timeout=240, process=process)
     return process, api_url
 
 

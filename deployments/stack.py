@@ -30,9 +30,9 @@ from deployments.processes import (
     stop,
     wait_until_healthy,
 )
-from deployments.schedules import mirror_once
 from smartplex_sync.migrate import migrate
 from smartplex_sync.models import WORK_POOL
+from smartplex_sync.schedule_mirror import mirror_once
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import get_engine
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,6 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
-from flows.clients._arr import positive_int, text_or_none
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine, utcnow
 from smartplex_sync.store.arr import (
@@ -88,26 +87,6 @@ def publish_report(report: RunReport) -> None:
     run_logger().info(report.summary())
 
 
-def items_from_parameters(service: ArrService, items: Sequence[Mapping[str, Any]]) -> list[ArrItem]:
-    """The webhook-fed parameters (`id`, `title`, `tvdb_id`, `tmdb_id`, `imdb_id`) as ArrItems."""
-    parsed = []
-    for item in items:
-        arr_id = positive_int(item.get("id"))
-        if arr_id is None:
-            raise ValueError(f"{service}-sync: an item without an id: {dict(item)!r}")
-        parsed.append(
-            ArrItem(
-                service=service,
-                arr_id=arr_id,
-                title=str(item.get("title") or f"{service} {arr_id}"),
-                tvdb_id=positive_int(item.get("tvdb_id")) if service == "sonarr" else None,
-                tmdb_id=positive_int(item.get("tmdb_id")),
-                imdb_id=text_or_none(item.get("imdb_id")),
-            )
-        )
-    return parsed
-
-
 @dataclass(frozen=True)
 class Stored:
     updated: int  # media_items rows whose arr id changed
@@ -155,17 +134,17 @@ def finish(
 def sync_arr(
     service: ArrService,
     noun: str,
-    from_webhook: Sequence[Mapping[str, Any]] | None,
+    from_webhook: list[ArrItem] | None,
     connect: Callable[[Settings], Any],
     fetch: Callable[[Any], list[ArrItem]],
     endpoint: str,
 ) -> RunReport:
-    """The body of sonarr-sync and radarr-sync: the webhook's items as they are (the service is not
+    """The body of sonarr-sync and radarr-sync: the webhooks' items as they are (the service is not
     called), or (None) everything `fetch` reads through the client `connect` makes; then store and link."""
     started = time.monotonic()
     settings = get_settings()
     if from_webhook is not None:
-        items, requests_made, source = items_from_parameters(service, from_webhook), 0, "webhook"
+        items, requests_made, source = from_webhook, 0, "webhook"
         run_logger().info("%d %s from a webhook; %s is not called", len(items), noun, service.capitalize())
     else:
         run_logger().info("full sync: reading every %s from %s", noun, service.capitalize())

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from smartplex_sync.requests import PlexLibrarySync
+
 # Legacy agents keep the id in `guid`; a path after the id (`thetvdb://81189/1/2`) means the id belongs to
 # the show, not to this season or episode, so it is not taken as the item's own id.
 _LEGACY = re.compile(
@@ -122,19 +124,15 @@ def latest_change(items: Iterable[dict[str, Any]]) -> int | None:
 
 
 def choose_sections(
-    directories: list[dict[str, Any]], section_ids: list[int] | None, section_type: str | None
-) -> list[SectionInfo]:
-    """The sections a run syncs: the given ids, else every section of `section_type`, else every movie
-    and show section. Never by title (titles are not unique and change). Unknown ids are an error."""
+    directories: list[dict[str, Any]], request: PlexLibrarySync
+) -> tuple[list[SectionInfo], list[int]]:
+    """The movie and show sections a run syncs: every one (`all_sections`), else those with the given ids
+    and those of the given types, each once and in the server's order. Never by title (titles are not
+    unique and change). Returns them and the requested ids the server has no such section for."""
     sections = [SectionInfo.from_directory(d) for d in directories if d.get("type") in _SECTION_CHILD_TYPES]
-    if section_ids:
-        by_id = {s.id: s for s in sections}
-        missing = [i for i in section_ids if i not in by_id]
-        if missing:
-            raise ValueError(f"no movie or show section with id {missing} on this server")
-        return [by_id[i] for i in dict.fromkeys(section_ids)]
-    if section_type:
-        if section_type not in _SECTION_CHILD_TYPES:
-            raise ValueError(f"section_type must be 'movie' or 'show', not {section_type!r}")
-        return [s for s in sections if s.type == section_type]
-    return sections
+    known = {s.id for s in sections}
+    unknown = [i for i in request.section_ids if i not in known]
+    if request.all_sections:
+        return sections, unknown
+    chosen = [s for s in sections if s.id in request.section_ids or s.type in request.section_types]
+    return chosen, unknown

@@ -1,6 +1,7 @@
 """`plex-library-sync`: Plex library → `media_items`, one row per movie, show, season and episode.
 
-Modes, per section:
+It takes a `PlexLibrarySync`: sections (by id, by type, or all) in a mode, and single items by rating key
+(all of them in one request, with their seasons and episodes). Modes, per section:
 - `full`: list every item (types 1, or 2/3/4 for a show section), then delete the rows of *that section
   of that server* that Plex no longer lists, unless that is more than the deletion guard allows.
 - `incremental`: list only items whose `updatedAt` is after the section's watermark minus the overlap.
@@ -19,7 +20,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -27,11 +28,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from sqlalchemy import Engine
 
-from flows._hooks import STATE_HOOKS
 from flows._plex_items import SectionInfo, choose_sections, latest_change, to_row
 from flows._retry import NETWORK_RETRIES
 from flows.clients.plex import ItemsPage, PlexClient
 from smartplex_sync.errors import DeletionGuardError
+from smartplex_sync.requests import Mode, PlexLibrarySync
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine
 from smartplex_sync.store.arr import link_arr_ids
@@ -43,7 +44,7 @@ from smartplex_sync.store.media import (
     upsert_media_items,
 )
 
-Mode = Literal["incremental", "full"]
+SCHEDULED = PlexLibrarySync(mode="full")
 PROGRESS_EVERY_SECONDS = 5.0
 _TASK_OPTIONS: dict[str, Any] = {**NETWORK_RETRIES, "cache_policy": NO_CACHE}
 
@@ -74,9 +75,9 @@ def fetch_page(
     return client.items_page(section_id, type_, start, updated_since=updated_since)
 
 
-@task(**_TASK_OPTIONS, task_run_name="item {rating_key}")
-def fetch_item(client: PlexClient, rating_key: str) -> dict[str, Any] | None:
-    return client.metadata(rating_key)
+@task(**_TASK_OPTIONS, task_run_name="items")
+def fetch_items(client: PlexClient, rating_keys: list[str]) -> list[dict[str, Any]]:
+    return client.metadata(rating_keys)
 
 
 @task(**_TASK_OPTIONS, task_run_name="children of {rating_key}")
@@ -164,14 +165,16 @@ def sync_section(
     return report
 
 
-def sync_rating_key(client: PlexClient, engine: Engine, server_id: str, rating_key: str) -> SectionReport:
-    """Sync one item, and everything below it when it is a show or a season."""
+def sync_items(client: PlexClient, engine: Engine, server_id: str, rating_keys: list[str]) -> SectionReport:
+    """Sync single items (one request for all of them), and everything below the shows and seasons."""
     started, requests_before = time.perf_counter(), client.requests_made
-    report = SectionReport(f"item {rating_key}", "item")
-    item = fetch_item(client, rating_key)
-    if item is None:
-        _logger().warning("Plex does not know ratingKey %s; nothing to sync", rating_key)
-    else:
+    report = SectionReport(f"{len(rating_keys)} items", "item")
+    found = fetch_items(client, rating_keys)
+    unknown = sorted(set(rating_keys) - {str(item["ratingKey"]) for item in found})
+    if unknown:
+        _logger().warning("Plex does not know ratingKey %s; nothing to sync for them", ", ".join(unknown))
+    rows = []
+    for item in found:
         section = SectionInfo(
             int(item["librarySectionID"]),
             str(item.get("librarySectionTitle", "")),
@@ -182,10 +185,11 @@ def sync_rating_key(client: PlexClient, engine: Engine, server_id: str, rating_k
             children = fetch_children(client, str(parents.pop()["ratingKey"]))
             items += children
             parents += [child for child in children if child["type"] == "season"]
-        with engine.begin() as conn:
-            report.count(upsert_media_items(conn, [to_row(i, server_id, section) for i in items]))
-            if report.added or report.updated:
-                link_arr_ids(conn)
+        rows += [to_row(i, server_id, section) for i in items]
+    with engine.begin() as conn:
+        report.count(upsert_media_items(conn, rows))
+        if report.added or report.updated:
+            link_arr_ids(conn)
     report.requests = client.requests_made - requests_before
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -198,40 +202,40 @@ def _totals(reports: list[SectionReport]) -> dict[str, Any]:
     return totals
 
 
-@flow(name="plex-library-sync", **STATE_HOOKS)
-def plex_library_sync(
-    section_ids: list[int] | None = None,
-    section_type: str | None = None,
-    rating_key: str | None = None,
-    mode: Mode = "full",
-) -> dict[str, Any]:
-    """Sync sections (by id, by type, or every movie and show section) or one item (`rating_key`)."""
+@flow(name="plex-library-sync")
+def plex_library_sync(request: PlexLibrarySync = SCHEDULED) -> dict[str, Any]:
+    """Sync sections (by id, by type, or every movie and show section) and single items."""
     settings = get_settings()
     client = PlexClient.from_settings(settings)  # ConfigurationError, naming the setting, before any call
     engine = get_engine(settings.sqlalchemy_url)
     logger = _logger()
+    problems: list[str] = []
     with client:
         server_id = fetch_identity(client)
-        if rating_key:
-            reports = [sync_rating_key(client, engine, server_id, rating_key)]
-        else:
-            sections = choose_sections(fetch_sections(client), section_ids, section_type)
-            logger.info("Plex server %s: %s sync of %s", server_id, mode, [s.title for s in sections])
-            reports = [
+        reports = []
+        if request.syncs_sections:
+            sections, unknown = choose_sections(fetch_sections(client), request)
+            if unknown:
+                problems.append(f"no movie or show section with id {unknown} on this server")
+            logger.info("Plex server %s: %s sync of %s", server_id, request.mode, [s.title for s in sections])
+            reports += [
                 sync_section(
                     client,
                     engine,
                     server_id,
                     section,
-                    mode=mode,
+                    mode=request.mode,
                     overlap_seconds=settings.incremental_overlap_seconds,
                     guard_fraction=settings.delete_guard_fraction,
                 )
                 for section in sections
             ]
+        if request.rating_keys:
+            reports.append(sync_items(client, engine, server_id, request.rating_keys))
         # identity and section list are requests too; count them on the run, not on a section
         requests = client.requests_made
-    result = {"server_id": server_id, "mode": "item" if rating_key else mode, **_totals(reports)}
+    mode = request.mode if request.syncs_sections else "item"
+    result = {"server_id": server_id, "mode": mode, **_totals(reports)}
     result["requests"] = requests
     result["sections"] = [asdict(r) for r in reports]
     create_table_artifact(
@@ -246,4 +250,6 @@ def plex_library_sync(
     refused = [r.error for r in reports if r.error]
     if refused:
         raise DeletionGuardError("; ".join(refused))
+    if problems:
+        raise ValueError("; ".join(problems))
     return result

@@ -1,21 +1,23 @@
 """`radarr-sync`: Radarr movies → `arr_items`, then their ids onto `media_items` (`link_arr_ids`).
 
-Fed by a Download webhook, `movies` holds the movies it named and Radarr is not called. Scheduled
+It takes a `RadarrSync`. Fed by Download webhooks, `movies` holds the movies they named and Radarr is not
+called. Scheduled
 (`movies` None), the whole `/api/v3/movie` list is read and movies Radarr no longer has are dropped.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows._arr import RunReport, run_logger, sync_arr
-from flows._hooks import STATE_HOOKS
 from flows._retry import NETWORK_RETRIES
 from flows.clients.radarr import RadarrClient
-from smartplex_sync.store.arr import ArrItem
+from smartplex_sync.models import ArrItem
+from smartplex_sync.requests import RadarrSync
+
+SCHEDULED = RadarrSync()
+"""What a scheduled run asks for: everything the service has."""
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
@@ -25,7 +27,9 @@ def fetch_movies(client: RadarrClient) -> list[ArrItem]:
     return movies
 
 
-@flow(name="radarr-sync", **STATE_HOOKS)
-def radarr_sync(movies: list[dict[str, Any]] | None = None) -> RunReport:
-    """Record Radarr's movie ids on media_items: the webhook's `movies`, or (None) all of Radarr."""
-    return sync_arr("radarr", "movies", movies, RadarrClient.from_settings, fetch_movies, "/api/v3/movie")
+@flow(name="radarr-sync")
+def radarr_sync(request: RadarrSync = SCHEDULED) -> RunReport:
+    """Record Radarr's movie ids on media_items: the webhooks' `movies`, or (None) all of Radarr."""
+    return sync_arr(
+        "radarr", "movies", request.movies, RadarrClient.from_settings, fetch_movies, "/api/v3/movie"
+    )

@@ -1,9 +1,11 @@
 """`tautulli-sync`: Tautulli watch history → `watch_history`, then the play totals of every touched item.
 
-Two modes: a window (`days`, 7 by default; 0 = all history, for a first backfill) for the schedule, and
-one item (`rating_key`) for Tautulli's Playback Stop / Watched webhooks. Plays are upserted by
-Tautulli's row id and totals recomputed from all stored plays, so a short window never lowers lifetime
-totals and running a sync twice changes nothing.
+It takes a `TautulliSync`: a window (`days`, 7 by default; 0 = all history, for a first backfill) for the
+schedule, and single items (`rating_keys`, every play of each) for Tautulli's Playback Stop / Watched
+webhooks, fetched together: Tautulli's `get_history` takes a comma-separated `rating_key` list, so a burst
+of plays of 15 items costs one query, not 15. Plays are upserted by Tautulli's row id and totals
+recomputed from all stored plays, so a short window never lowers lifetime totals and running a sync twice
+changes nothing.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
-from flows._hooks import STATE_HOOKS
 from flows._retry import NETWORK_RETRIES
 from flows.clients.tautulli import TautulliClient, TautulliServer, history_after
+from smartplex_sync.requests import DEFAULT_HISTORY_DAYS, TautulliSync
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine
 from smartplex_sync.store.history import UpsertCounts, refresh_play_totals, upsert_plays
+
+RATING_KEYS_PER_QUERY = 100  # a comma-separated list in the URL; keep it short
+SCHEDULED = TautulliSync(days=DEFAULT_HISTORY_DAYS)
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def fetch_server(client: TautulliClient) -> TautulliServer:
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
 def sync_history(
-    client: TautulliClient, database_url: str, server_id: str, after: date | None, rating_key: str | None
+    client: TautulliClient, database_url: str, server_id: str, after: date | None, rating_keys: list[str]
 ) -> FetchResult:
     """Fetch the plays page by page and upsert each page as it comes (memory stays at one page).
 
@@ -106,10 +111,11 @@ def sync_history(
     logger = get_run_logger()
     engine = get_engine(database_url)
     counts = UpsertCounts()
-    rating_keys: set[str] = set()
+    touched: set[str] = set()
     fetched = 0
     skipped = 0
-    for page in client.history_pages(after=after, rating_key=rating_key):
+    keys = ",".join(rating_keys) if rating_keys else None
+    for page in client.history_pages(after=after, rating_key=keys):
         converted = [watch_row(row, server_id) for row in page.rows]
         plays = [play for play in converted if play is not None]
         if len(plays) < len(converted):
@@ -117,10 +123,10 @@ def sync_history(
             logger.warning("Skipped %d rows without a row id or rating key", len(converted) - len(plays))
         with engine.begin() as conn:
             counts += upsert_plays(conn, plays)
-        rating_keys.update(play["rating_key"] for play in plays)
+        touched.update(play["rating_key"] for play in plays)
         fetched = page.fetched
         logger.info("Fetched and stored %d of %d plays", page.fetched, page.total)
-    return FetchResult(fetched - skipped, counts, frozenset(rating_keys))
+    return FetchResult(fetched - skipped, counts, frozenset(touched))
 
 
 @task(cache_policy=NO_CACHE)
@@ -132,33 +138,54 @@ def refresh_totals(database_url: str, server_id: str, rating_keys: frozenset[str
     return refreshed
 
 
-@flow(name="tautulli-sync", **STATE_HOOKS)
-def tautulli_sync(days: int = 7, rating_key: str | None = None) -> dict[str, Any]:
-    """Sync the plays of the last `days` days (0: all history), or all plays of one item (`rating_key`)."""
-    if days < 0:
-        raise ValueError("days must be 0 (all history) or more")
+def _describe(request: TautulliSync) -> str:
+    parts = []
+    if request.days is not None:
+        parts.append(f"last {request.days} days" if request.days else "all history")
+    if request.rating_keys:
+        shown = ", ".join(request.rating_keys[:5]) + (" …" if len(request.rating_keys) > 5 else "")
+        parts.append(f"{len(request.rating_keys)} items ({shown})")
+    return " and ".join(parts)
+
+
+@flow(name="tautulli-sync")
+def tautulli_sync(request: TautulliSync = SCHEDULED) -> dict[str, Any]:
+    """Sync the plays of the last `days` days (0: all history) and every play of the `rating_keys`."""
     settings = get_settings()
     client = TautulliClient.from_settings(settings)  # ConfigurationError at once when not configured
     logger = _logger()
     began = time.monotonic()
-    after = None if rating_key is not None or days == 0 else history_after(datetime.now(UTC), days)
-    mode = (
-        f"item {rating_key}" if rating_key is not None else (f"last {days} days" if days else "all history")
-    )
+    mode = _describe(request)
+    # One query per part: the window, then the items (all history holds the items' plays already).
+    queries: list[tuple[date | None, list[str]]] = []
+    if request.days is not None:
+        after = history_after(datetime.now(UTC), request.days) if request.days else None
+        queries.append((after, []))
+    if request.days != 0:
+        keys = request.rating_keys
+        queries += [
+            (None, keys[i : i + RATING_KEYS_PER_QUERY]) for i in range(0, len(keys), RATING_KEYS_PER_QUERY)
+        ]
     with client:
         server = fetch_server(client)
-        logger.info("Syncing %s from Tautulli (Plex server %s, after=%s)", mode, server.identifier, after)
-        fetched = sync_history(client, settings.sqlalchemy_url, server.identifier, after, rating_key)
+        logger.info("Syncing %s from Tautulli (Plex server %s)", mode, server.identifier)
+        fetched = [
+            sync_history(client, settings.sqlalchemy_url, server.identifier, after, keys)
+            for after, keys in queries
+        ]
         requests = client.requests_made
-    refreshed = refresh_totals(settings.sqlalchemy_url, server.identifier, fetched.rating_keys)
+    touched = frozenset().union(*(f.rating_keys for f in fetched))
+    refreshed = refresh_totals(settings.sqlalchemy_url, server.identifier, touched)
+    counts = sum((f.counts for f in fetched), UpsertCounts())
+    window_start = queries[0][0] if request.days else None
     summary = {
         "mode": mode,
-        "after": after.isoformat() if after else None,
+        "after": window_start.isoformat() if window_start else None,
         "server_id": server.identifier,
-        "plays_fetched": fetched.plays,
-        "new": fetched.counts.new,
-        "updated": fetched.counts.updated,
-        "unchanged": fetched.counts.unchanged,
+        "plays_fetched": sum(f.plays for f in fetched),
+        "new": counts.new,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
         "items_refreshed": refreshed,
         "requests": requests,
         "seconds": round(time.monotonic() - began, 2),

@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS webhook_log (
     error_message      TEXT,
     action             TEXT NOT NULL DEFAULT 'ignored',  -- deployment names, or ignored/recorded/test/rejected
     http_status        INTEGER NOT NULL DEFAULT 202,
-    sync_requests      JSONB NOT NULL DEFAULT '[]',     -- [{deployment, parameters, coalesce, flow_run_id}]
+    sync_requests      JSONB NOT NULL DEFAULT '[]',     -- [{deployment, parameters, wait_for_plex_scan}]
     flow_run_id        TEXT,                            -- the first flow run this delivery became
     dispatch_attempts  INTEGER NOT NULL DEFAULT 0,
     next_attempt_at    TIMESTAMPTZ

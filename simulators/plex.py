@@ -7,7 +7,8 @@ What it answers, as PMS does:
   `addedAt<<=`, `updatedAt<<=` (strictly before), epoch seconds; `sort=field[:asc|:desc]`; `includeGuids=1`
   (Guid[] only when asked); paging by `X-Plex-Container-Start`/`-Size` headers or query args, answered
   with `size`, `totalSize` and `offset`. `Metadata` is left out of an empty page, as PMS does.
-- `GET /library/metadata/{ratingKey}` and `/children`; unknown keys answer 404.
+- `GET /library/metadata/{ratingKey}[,{ratingKey}...]` and `/children`: the known items of the list;
+  404 when none is known.
 
 Every path but `/identity` needs `X-Plex-Token` (header or query), else 401. JSON comes back only for
 `Accept: application/json`; anything else gets the same container as XML, PMS's default.
@@ -255,12 +256,17 @@ def create_plex_app(
             ]
         return container
 
-    @app.get("/library/metadata/{rating_key}")
-    async def metadata(request: Request, rating_key: int) -> Response:
-        item = state.library.items.get(rating_key)
-        if item is None or not state.library.sections[item.section_id].mounted:
+    @app.get("/library/metadata/{rating_keys}")
+    async def metadata(request: Request, rating_keys: str) -> Response:
+        """One item, or several (`/library/metadata/1,2,3`): the known ones, 404 when none is known."""
+        items = []
+        for key in rating_keys.split(","):
+            item = state.library.items.get(int(key)) if key.strip().isdigit() else None
+            if item is not None and state.library.sections[item.section_id].mounted:
+                items.append(item)
+        if not items:
             return Response("Not Found", status_code=404)
-        return _answer(request, metadata_container([item]))
+        return _answer(request, metadata_container(items))
 
     @app.get("/library/metadata/{rating_key}/children")
     async def children(request: Request, rating_key: int) -> Response:

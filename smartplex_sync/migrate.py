@@ -25,6 +25,7 @@ _SQLITE_REWRITES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bTIMESTAMPTZ\b", re.I), "TIMESTAMP"),
     (re.compile(r"\bnow\(\)", re.I), "CURRENT_TIMESTAMP"),
     (re.compile(r"\s+DESC\)", re.I), ")"),
+    (re.compile(r"\bDROP COLUMN IF EXISTS\b", re.I), "DROP COLUMN"),  # applied once, like every file
     # Row level security guards Supabase's Data API; SQLite has no roles to guard against.
     (re.compile(r"^ALTER TABLE (IF EXISTS )?\w+ ENABLE ROW LEVEL SECURITY;$", re.I | re.M), ""),
 ]

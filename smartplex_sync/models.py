@@ -1,12 +1,12 @@
-"""Shared vocabulary: sources, deployments and the normalized sync request. No I/O, no internal imports."""
+"""Shared vocabulary: sources, deployments, actions and the value types the syncs exchange. No I/O, no
+internal imports. What a delivery asks each deployment to do is in `smartplex_sync.requests`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Literal
 
 
 class Source(StrEnum):
@@ -72,64 +72,35 @@ class Action(StrEnum):
     REJECTED = "rejected"  # bad input: answered 4xx
 
 
-@dataclass(frozen=True)
-class SyncRequest:
-    """One flow run to ask for: a deployment and its parameters.
-
-    Deliveries asking for the same deployment with the same parameters inside `coalesce` seconds of
-    each other share one flow run (see `coalescing_key`); `coalesce=False` gives every delivery its own.
-    `wait_for_plex_scan` starts the run SMARTPLEX_PLEX_SCAN_GRACE_SECONDS later: Sonarr and Radarr post
-    `Download` as soon as a file is imported, and Plex lists it only after its own scan.
-    """
-
-    deployment: Deployment
-    parameters: dict[str, Any] = field(default_factory=dict)
-    coalesce: bool = True
-    wait_for_plex_scan: bool = False
-
-    @property
-    def coalescing_key(self) -> str:
-        canonical = json.dumps(self.parameters, sort_keys=True, separators=(",", ":"), default=str)
-        digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-        return f"{self.deployment.value}:{digest}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "deployment": self.deployment.value,
-            "parameters": self.parameters,
-            "coalesce": self.coalesce,
-            "wait_for_plex_scan": self.wait_for_plex_scan,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SyncRequest:
-        return cls(
-            Deployment(data["deployment"]),
-            dict(data.get("parameters") or {}),
-            data.get("coalesce", True),
-            bool(data.get("wait_for_plex_scan", False)),
-        )
+ArrService = Literal["sonarr", "radarr"]
 
 
 @dataclass(frozen=True)
-class ParsedDelivery:
-    """What a source made of one delivery: its event name and the syncs it asks for.
+class ArrItem:
+    """One Sonarr series or Radarr movie: what a webhook names, what the API lists, what `arr_items` keeps."""
 
-    `action` is set when it asks for none (ignored, recorded only, a test event).
-    """
+    service: ArrService
+    arr_id: int
+    title: str
+    tvdb_id: int | None = None
+    tmdb_id: int | None = None
+    imdb_id: str | None = None
+    path: str | None = None
 
-    event_type: str
-    requests: tuple[SyncRequest, ...] = ()
-    action: Action | None = None
-    note: str | None = None
 
-    def __post_init__(self) -> None:
-        if not self.requests and self.action is None:
-            raise ValueError("a delivery without sync requests needs an action")
+@dataclass(frozen=True)
+class OverseerrRequest:
+    """One Overseerr / Jellyseerr request. `None` means "not known here" (a webhook tells less than the
+    API): it never overwrites a stored value."""
 
-    @property
-    def action_label(self) -> str:
-        if self.requests:
-            return ",".join(dict.fromkeys(r.deployment.value for r in self.requests))
-        assert self.action is not None
-        return self.action.value
+    request_id: int
+    media_type: str | None  # movie | tv; a custom webhook template may leave it out
+    status: str
+    tmdb_id: int | None = None
+    tvdb_id: int | None = None
+    media_status: str | None = None
+    is_4k: bool | None = None
+    requested_by: str | None = None
+    requested_by_email: str | None = None
+    requested_at: datetime | None = None
+    updated_at: datetime | None = None

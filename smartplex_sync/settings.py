@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,10 +42,28 @@ class Settings(BaseSettings):
         description="Shared secret every webhook must carry. Unset: only loopback clients are accepted.",
     )
     max_body_bytes: int = 10 * 1024 * 1024
-    coalesce_seconds: int = Field(
-        10, ge=0, description="Deliveries asking for the same sync within this window share one flow run."
+    coalesce_strategy: Literal["merge", "bucket"] = Field(
+        "merge",
+        description="merge: one run per deployment per burst (windows below); bucket: the earlier rule, "
+        "one run per parameter set and fixed COALESCE_SECONDS bucket (kept to measure against).",
     )
-    dispatch_poll_seconds: float = 5.0
+    coalesce_seconds: int = Field(10, ge=1, description="Bucket width of the bucket strategy.")
+    plex_quiet_seconds: float = Field(2.0, ge=0, description="plex-library-sync: run after this quiet.")
+    plex_max_wait_seconds: float = Field(20.0, ge=0, description="plex-library-sync: run by then anyway.")
+    tautulli_quiet_seconds: float = Field(2.0, ge=0)
+    tautulli_max_wait_seconds: float = Field(20.0, ge=0)
+    sonarr_quiet_seconds: float = Field(2.0, ge=0)
+    sonarr_max_wait_seconds: float = Field(20.0, ge=0)
+    radarr_quiet_seconds: float = Field(2.0, ge=0)
+    radarr_max_wait_seconds: float = Field(20.0, ge=0)
+    overseerr_quiet_seconds: float = Field(2.0, ge=0)
+    overseerr_max_wait_seconds: float = Field(20.0, ge=0)
+    dispatch_poll_seconds: float = Field(
+        5.0, gt=0, description="How often the dispatcher looks for work when nothing wakes it."
+    )
+    run_poll_seconds: float = Field(
+        1.0, gt=0, description="How often the dispatcher asks Prefect about the runs it is waiting for."
+    )
     plex_scan_grace_seconds: int = Field(
         120,
         ge=0,
@@ -92,6 +111,11 @@ class Settings(BaseSettings):
                 "SMARTPLEX_WEBHOOK_TOKEN must be set when SMARTPLEX_GATEWAY_HOST is not a loopback address"
             )
         return self
+
+    def coalescing_window(self, deployment: str) -> tuple[float, float]:
+        """`(quiet, max_wait)` seconds of a deployment (`plex-library-sync` → SMARTPLEX_PLEX_*)."""
+        service = deployment.split("-", 1)[0]
+        return getattr(self, f"{service}_quiet_seconds"), getattr(self, f"{service}_max_wait_seconds")
 
     @property
     def prefect_api(self) -> str:

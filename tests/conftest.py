@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from prefect.context import refresh_global_settings_context
 from sqlalchemy import Engine, text
 
@@ -98,10 +99,17 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def demo_services() -> Iterator[tuple[DemoWorld, str]]:
-    """Simulated Plex, Tautulli, Sonarr, Radarr and Overseerr (the demo world) on one loopback port."""
+def demo_app() -> tuple[DemoWorld, FastAPI]:
+    """The demo world and the app that serves its five simulated services (for fault injection)."""
     world = build_world(seed=7, movies=40, shows=3, plays=60)
-    with serve_in_thread(create_demo_app(world)) as base_url:
+    return world, create_demo_app(world)
+
+
+@pytest.fixture(scope="session")
+def demo_services(demo_app: tuple[DemoWorld, FastAPI]) -> Iterator[tuple[DemoWorld, str]]:
+    """Simulated Plex, Tautulli, Sonarr, Radarr and Overseerr (the demo world) on one loopback port."""
+    world, app = demo_app
+    with serve_in_thread(app) as base_url:
         yield world, base_url
 
 

@@ -17,9 +17,12 @@ from simulators.radarr import create_radarr_app
 from simulators.serving import serve_in_thread
 from simulators.sonarr import create_sonarr_app, download_payload
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError
+from smartplex_sync.models import ArrItem, Deployment, Source
+from smartplex_sync.requests import SonarrSync
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store.arr import link_arr_ids
 from smartplex_sync.store.tables import media_items
+from webhook_gateway import sources
 
 SERVICES = ("SONARR", "RADARR", "OVERSEERR")
 
@@ -107,16 +110,25 @@ def test_webhook_fed_run_needs_no_sonarr_and_links_once_plex_catches_up(engine: 
     """The Download webhook's sonarr-sync may run before the Plex sync has the episode."""
     series = create_sonarr_app(count=1).state.series[0]
     sent = download_payload(series)["series"]
-    parameters = [
-        {
-            "id": sent["id"],
-            "title": sent["title"],
-            "tvdb_id": sent["tvdbId"],
-            "tmdb_id": sent["tmdbId"],
-            "imdb_id": sent.get("imdbId"),
-        }
+    [request] = [
+        r
+        for r in sources.parse(Source.SONARR, download_payload(series)).requests
+        if r.deployment is Deployment.SONARR_SYNC
     ]
-    report = sonarr_flow.sonarr_sync.fn(series=parameters)
+    assert request.parameters == SonarrSync(
+        series=[
+            ArrItem(
+                "sonarr",
+                sent["id"],
+                sent["title"],
+                sent["tvdbId"],
+                sent["tmdbId"] or None,
+                sent.get("imdbId"),
+                sent["path"],
+            )
+        ]
+    )
+    report = sonarr_flow.sonarr_sync.fn(request.parameters)
     assert (report.source, report.received, report.matched, report.requests_made) == ("webhook", 1, 0, 0)
 
     with engine.begin() as conn:  # the Plex library sync lands, then calls link_arr_ids

@@ -20,8 +20,8 @@ from simulators import radarr as radarr_sim
 from simulators import sonarr as sonarr_sim
 from simulators.serving import serve_in_thread
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
+from smartplex_sync.models import ArrItem
 from smartplex_sync.settings import Settings
-from smartplex_sync.store.arr import ArrItem
 
 
 def test_parsers_turn_the_arrs_unknown_ids_into_none() -> None:

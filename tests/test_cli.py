@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -29,6 +30,7 @@ from deployments.operations import (
 from deployments.processes import free_port
 from flows.clients.sonarr import SonarrClient
 from smartplex_sync.models import Deployment, Source
+from smartplex_sync.requests import PlexLibrarySync
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine, make_engine
 from smartplex_sync.store.tables import webhook_log
@@ -76,11 +78,14 @@ def test_schedules_table_is_aligned_and_shows_both_sides() -> None:
 
 
 def test_sync_parameters() -> None:
-    assert sync_parameters(Source.PLEX, full=False) == {"mode": "incremental"}
-    assert sync_parameters(Source.PLEX, full=True) == {"mode": "full"}
-    assert sync_parameters(Source.TAUTULLI, full=False) == {"days": 7}
-    assert sync_parameters(Source.TAUTULLI, full=True) == {"days": 0}  # all history
-    assert sync_parameters(Source.OVERSEERR, full=True) == {}
+    def asked(service: Source, full: bool) -> dict[str, Any]:
+        return sync_parameters(service, full)["request"]
+
+    assert asked(Source.PLEX, full=False) == PlexLibrarySync(mode="incremental").to_json()
+    assert asked(Source.PLEX, full=True)["mode"] == "full" and asked(Source.PLEX, True)["all_sections"]
+    assert asked(Source.TAUTULLI, full=False) == {"days": 7, "rating_keys": []}
+    assert asked(Source.TAUTULLI, full=True) == {"days": 0, "rating_keys": []}  # all history
+    assert asked(Source.OVERSEERR, full=True) == {"requests": None}  # everything Overseerr has
 
 
 def test_check_lines_carry_the_fix_only_on_failure() -> None:
@@ -156,7 +161,6 @@ def test_last_webhook_of_each_source(engine: Engine) -> None:
                     action="ignored",
                     http_status=202,
                     sync_requests=[],
-                    dispatch_attempts=0,
                 )
             )
     found = last_webhooks(engine)

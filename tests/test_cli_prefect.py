@@ -14,8 +14,8 @@ from prefect.client.orchestration import PrefectClient
 from sqlalchemy import Engine, text
 
 from deployments.processes import VENV_BIN
-from deployments.schedules import PREFECT_YAML, load_defaults, read_prefect_side
 from smartplex_sync.models import Deployment
+from smartplex_sync.schedule_mirror import PREFECT_YAML, load_defaults, read_prefect_side
 from tests.support import prefect_stack
 from tests.support.prefect_stack import REPO_ROOT, PrefectStack, restore_default_schedules
 
@@ -82,7 +82,7 @@ def test_sync_starts_a_run_without_touching_the_schedule(stack: PrefectStack, da
             deployment = await client.read_deployment(run.deployment_id)  # type: ignore[arg-type]
             return deployment.name, run.parameters
 
-    assert asyncio.run(read()) == ("tautulli-sync", {"days": 0})
+    assert asyncio.run(read()) == ("tautulli-sync", {"request": {"days": 0, "rating_keys": []}})
     assert tautulli_interval(stack.api_url) == 6 * 3600
 
 

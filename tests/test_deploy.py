@@ -283,7 +283,7 @@ def test_compose_services_run_from_their_declared_commands(
         **COMPOSE_PASSWORDS,
         "SMARTPLEX_WEBHOOK_TOKEN": "compose-token",
         "SMARTPLEX_DATABASE_URL": ours.replace("postgresql+psycopg://", "postgresql://"),
-        "SMARTPLEX_COALESCE_SECONDS": "1",
+        "SMARTPLEX_PLEX_QUIET_SECONDS": "1",
         "SMARTPLEX_DISPATCH_POLL_SECONDS": "1",
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         **service_env(demo_services[1]),

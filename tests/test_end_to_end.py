@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prefect.client.orchestration import get_client
 from sqlalchemy import Engine, select
+from starlette.routing import Mount
 
 from simulators import overseerr, plex, radarr, sonarr, tautulli
 from simulators.demo import DemoWorld, history_item
@@ -21,7 +23,7 @@ from simulators.plex_library import MOVIE, SHOW
 from simulators.serving import serve_in_thread
 from smartplex_sync.migrate import migrate
 from smartplex_sync.settings import Settings
-from smartplex_sync.store import make_engine
+from smartplex_sync.store import make_engine, queue
 from smartplex_sync.store.tables import media_items, overseerr_requests, watch_history, webhook_log
 from tests.support.prefect_stack import PrefectStack
 from webhook_gateway.app import create_app
@@ -41,15 +43,18 @@ def engine(stack: PrefectStack) -> Iterator[Engine]:
 
 @pytest.fixture(scope="module")
 def gateway(stack: PrefectStack) -> Iterator[str]:
-    settings = Settings(
-        database_url=stack.database_url,
-        coalesce_seconds=2,
-        plex_scan_grace_seconds=3,
-        dispatch_poll_seconds=1,
-        _env_file=None,
-    )
+    settings = Settings(database_url=stack.database_url, _env_file=None, **FAST)
     with serve_in_thread(create_app(settings)) as url:
         yield url
+
+
+FAST = {
+    **{f"{s}_quiet_seconds": 0.5 for s in ("plex", "tautulli", "sonarr", "radarr", "overseerr")},
+    **{f"{s}_max_wait_seconds": 5 for s in ("plex", "tautulli", "sonarr", "radarr", "overseerr")},
+    "plex_scan_grace_seconds": 3,
+    "dispatch_poll_seconds": 1,
+    "run_poll_seconds": 0.5,
+}
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> Any:
@@ -116,16 +121,16 @@ def test_every_service_delivery_becomes_a_completed_run_that_syncs(
         assert deployment in response.json()["action"]
 
     rows = [dispatched_row(engine, r.json()["id"]) for r in responses.values()]
-    run_ids = sorted({req["flow_run_id"] for row in rows for req in row["sync_requests"]})
+    run_ids = sorted({run for row in rows for run in served_by(engine, row["id"])})
     runs = finished_runs(run_ids)
     for deployment, run in runs.values():
         assert run.state.is_completed(), (deployment, run.state.message)
     assert {d for d, _ in runs.values()} >= set(responses)
 
-    plex_run = next(r for d, r in runs.values() if d == "plex-library-sync" and "section_ids" in r.parameters)
-    assert plex_run.parameters["section_ids"] == [movies_section.key]
-    assert plex_run.parameters["mode"] == "incremental"
-    assert {"source:plex", "event:library.new"} <= set(plex_run.tags)
+    plex_run = next(r for d, r in runs.values() if "source:plex" in r.tags)
+    assert plex_run.parameters["request"]["section_ids"] == [movies_section.key]
+    assert plex_run.parameters["request"]["mode"] == "incremental"
+    assert {"source:plex", "event:library.new", "trigger:webhook"} <= set(plex_run.tags)
 
     with engine.connect() as conn:
         synced = conn.execute(
@@ -149,7 +154,7 @@ def test_rows_left_undispatched_are_picked_up_when_the_gateway_starts(
     database_url = f"sqlite:///{tmp_path / 'restart.db'}"
     engine = make_engine(database_url)
     migrate(engine)
-    settings = Settings(database_url=database_url, coalesce_seconds=0, _env_file=None)
+    settings = Settings(database_url=database_url, _env_file=None, **FAST)
     with serve_in_thread(create_app(settings, background=False)) as recording_only:
         response = httpx.post(
             f"{recording_only}/api/webhooks/radarr",
@@ -165,7 +170,7 @@ def test_rows_left_undispatched_are_picked_up_when_the_gateway_starts(
     with serve_in_thread(create_app(settings)):
         row = dispatched_row(engine, row_id)
     assert len(row["sync_requests"]) == 2
-    assert all(r["flow_run_id"] for r in row["sync_requests"])
+    assert len(served_by(engine, row_id)) == 2
 
 
 def test_a_failing_run_shows_its_error_on_the_delivery(gateway: str, engine: Engine) -> None:
@@ -190,3 +195,95 @@ def test_a_failing_run_shows_its_error_on_the_delivery(gateway: str, engine: Eng
     assert message.startswith(f"flow run {row['flow_run_id']} failed:") and "999" in message
     status = httpx.get(f"{gateway}/api/webhooks/status").json()
     assert next(w for w in status["recent_webhooks"] if w["id"] == row["id"])["error_message"] == message
+
+
+def served_by(engine: Engine, webhook_id: int) -> list[str]:
+    """Every flow run that served a delivery, through the link tables."""
+    with engine.connect() as conn:
+        return queue.runs_of(conn, [webhook_id]).get(webhook_id, [])
+
+
+def mounted_state(demo_app: tuple[DemoWorld, FastAPI], path: str, name: str) -> Any:
+    """The simulator state of one service mounted in the demo app (to inject faults)."""
+    _, app = demo_app
+    [mount] = [r for r in app.routes if isinstance(r, Mount) and r.path == path]
+    return getattr(mount.app.state, name)  # type: ignore[attr-defined]
+
+
+def test_forty_new_items_become_one_or_two_runs_that_sync_all_forty(
+    gateway: str, engine: Engine, demo_services: tuple[DemoWorld, str]
+) -> None:
+    """Half with their section (a section sync), half as the seed guide sends them (by rating key)."""
+    world, _ = demo_services
+    library = world.library
+    section = next(s for s in library.sections.values() if s.type == MOVIE)
+    with world.lock:
+        new = [library.add_movie(section.key, at=int(time.time())) for _ in range(40)]
+    sent = []
+    for n, item in enumerate(new):
+        if n % 2:
+            response = plex.send_library_new(f"{gateway}/api/webhooks/plex", item, library=library)
+        else:
+            payload = {"event": "library.new", "Metadata": {"ratingKey": str(item.rating_key)}}
+            response = httpx.post(
+                f"{gateway}/api/webhooks/plex", files={"payload": (None, json.dumps(payload))}
+            )
+        assert response.status_code == 202, response.text
+        sent.append(response.json()["id"])
+    rows = [dispatched_row(engine, webhook_id) for webhook_id in sent]
+    runs = finished_runs(sorted({run for row in rows for run in served_by(engine, row["id"])}))
+    assert 1 <= len(runs) <= 2
+    assert all(run.state.is_completed() for _, run in runs.values())
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(media_items.c.rating_key)).scalars())
+    assert {str(item.rating_key) for item in new} <= stored
+
+
+def test_a_burst_during_a_run_gets_exactly_one_follow_up_run(
+    gateway: str,
+    engine: Engine,
+    demo_services: tuple[DemoWorld, str],
+    demo_app: tuple[DemoWorld, FastAPI],
+) -> None:
+    world, _ = demo_services
+    tautulli_state = mounted_state(demo_app, "/tautulli", "tautulli")
+    items = [history_item(world.library, i) for i in list(world.library.items.values()) if i.type == MOVIE][
+        :11
+    ]
+    now = int(time.time())
+    with world.lock:
+        plays = [world.history.add_play(item, started=now - 7200, percent_complete=95) for item in items]
+
+    def stop(play: Any) -> int:
+        response = tautulli.send_webhook(
+            f"{gateway}/api/webhooks/tautulli", play, server_machine_id=world.library.machine_identifier
+        )
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    tautulli_state.inject(8.0)  # the first run's first request stalls: it is surely running meanwhile
+    first = stop(plays[0])
+    [first_run] = wait_for(lambda: served_by(engine, first), 60, "the first run")
+
+    def running() -> bool:
+        async def state() -> Any:
+            async with get_client() as client:
+                return (await client.read_flow_run(first_run)).state
+
+        current = asyncio.run(state())
+        return current is not None and (current.is_running() or current.is_final())
+
+    wait_for(running, 120, "the first run running")
+    burst = [stop(play) for play in plays[1:]]
+    for webhook_id in burst:
+        dispatched_row(engine, webhook_id)
+    follow_ups = {run for webhook_id in burst for run in served_by(engine, webhook_id)}
+    assert len(follow_ups) == 1 and first_run not in follow_ups
+    [(_, follow_up)] = finished_runs(sorted(follow_ups)).values()
+    assert follow_up.state.is_completed()
+    assert sorted(follow_up.parameters["request"]["rating_keys"]) == sorted(
+        str(i.rating_key) for i in items[1:]
+    )
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(watch_history.c.tautulli_row_id)).scalars())
+    assert {p.row_id for p in plays} <= stored

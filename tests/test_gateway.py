@@ -105,8 +105,7 @@ def test_seed_guide_curl_examples_are_accepted(gateway: str, engine: Engine) -> 
     assert tautulli.json()["sync_requests"] == [
         {
             "deployment": "tautulli-sync",
-            "parameters": {"rating_key": "12345"},
-            "coalesce": True,
+            "parameters": {"days": None, "rating_keys": ["12345"]},
             "wait_for_plex_scan": False,
         }
     ]
@@ -337,43 +336,6 @@ def test_sync_status_shows_each_services_schedule(gateway: str) -> None:
     assert services["plex"]["deployment"] == "plex-library-sync"
 
 
-@both_backends
-def test_a_failed_run_shows_on_the_deliveries_it_served_until_it_completes(engine: Engine) -> None:
-    """Also when it is not a delivery's first run (a Sonarr Download asks for two)."""
-    from smartplex_sync.models import Deployment, SyncRequest
-    from smartplex_sync.store import webhooks
-
-    library = SyncRequest(Deployment.PLEX_LIBRARY_SYNC, {"section_type": "show"})
-    sonarr = SyncRequest(Deployment.SONARR_SYNC, {"series": [{"id": 1}]})
-    ids = [
-        webhooks.record(
-            engine, source="sonarr", event_type="Download", payload={}, action="x", requests=[library, sonarr]
-        )
-        for _ in range(2)
-    ]
-    other = webhooks.record(
-        engine, source="sonarr", event_type="Download", payload={}, action="x", requests=[library]
-    )
-    for delivery_id in ids:
-        runs = [
-            {**library.to_json(), "flow_run_id": "run-lib"},
-            {**sonarr.to_json(), "flow_run_id": "run-son"},
-        ]
-        webhooks.mark_dispatched(engine, delivery_id, runs)
-    webhooks.mark_dispatched(engine, other, [{**library.to_json(), "flow_run_id": "run-lib"}])
-
-    assert webhooks.record_run_failure(engine, "run-son", "sonarr: GET /api/v3/series answered 401") == 2
-    errors = {r["id"]: r["error_message"] for r in rows(engine)}
-    assert errors == {
-        ids[0]: "flow run run-son failed: sonarr: GET /api/v3/series answered 401",
-        ids[1]: "flow run run-son failed: sonarr: GET /api/v3/series answered 401",
-        other: None,
-    }
-    assert webhooks.clear_run_failure(engine, "run-lib") == 0  # another run's success clears nothing
-    assert webhooks.clear_run_failure(engine, "run-son") == 2
-    assert {r["error_message"] for r in rows(engine)} == {None}
-
-
 def test_replay_records_a_new_delivery_from_the_stored_payload(gateway: str, engine: Engine) -> None:
     original = httpx.post(f"{gateway}/api/webhooks/radarr", json=fixture("radarr", "download"))
     replayed = httpx.post(f"{gateway}/api/webhooks/{original.json()['id']}/replay")
@@ -399,7 +361,7 @@ def test_tautulli_form_fields_and_arr_put_are_accepted(gateway: str, engine: Eng
     form = httpx.post(f"{gateway}/api/webhooks/tautulli", data={"event": "stop", "rating_key": "91544"})
     put = httpx.put(f"{gateway}/api/webhooks/sonarr", json=fixture("sonarr", "test"))
     assert form.status_code == 202 and put.status_code == 202
-    assert form.json()["sync_requests"][0]["parameters"] == {"rating_key": "91544"}
+    assert form.json()["sync_requests"][0]["parameters"] == {"days": None, "rating_keys": ["91544"]}
     assert put.json()["action"] == "test"
 
 

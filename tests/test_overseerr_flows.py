@@ -3,13 +3,17 @@ webhooks without Overseerr configured."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import Engine, select
 
 import flows.overseerr_sync as overseerr_flow
 from simulators.overseerr import create_overseerr_app
 from simulators.serving import serve_in_thread
-from smartplex_sync.store.requests import requests_in_library
+from smartplex_sync.models import OverseerrRequest
+from smartplex_sync.requests import OverseerrSync
+from smartplex_sync.store.overseerr import requests_in_library
 from smartplex_sync.store.tables import media_items, overseerr_requests
 from tests.test_arr_flows import configure, no_retry_delay, settings  # noqa: F401 - `settings` is a fixture
 
@@ -81,18 +85,17 @@ def test_webhook_updates_a_request_without_overseerr_configured(
         requested_at = conn.execute(
             select(overseerr_requests.c.requested_at).where(overseerr_requests.c.request_id == first["id"])
         ).scalar_one()
-    webhook = {
-        "request_id": first["id"],
-        "media_type": first["media"]["mediaType"],
-        "tmdb_id": first["media"]["tmdbId"],
-        "tvdb_id": None,
-        "status": "AVAILABLE",
-        "media_status": "AVAILABLE",
-        "requested_by": "bob",
-        "requested_by_email": "bob@example.com",
-    }
-    new = dict(webhook, request_id=99, status="PENDING", media_status="PENDING")
-    report = overseerr_flow.overseerr_sync.fn(requests=[webhook, new])
+    webhook = OverseerrRequest(
+        request_id=first["id"],
+        media_type=first["media"]["mediaType"],
+        status="AVAILABLE",
+        tmdb_id=first["media"]["tmdbId"],
+        media_status="AVAILABLE",
+        requested_by="bob",
+        requested_by_email="bob@example.com",
+    )
+    new = replace(webhook, request_id=99, status="PENDING", media_status="PENDING")
+    report = overseerr_flow.overseerr_sync.fn(OverseerrSync(requests=[webhook, new]))
 
     assert (report.source, report.received, report.updated, report.requests_made) == ("webhook", 2, 2, 0)
     rows = stored(engine)
@@ -106,7 +109,9 @@ def test_webhook_updates_a_request_without_overseerr_configured(
 
     # A custom template without media_type: a stored tv request stays tv (it is not guessed as "movie").
     show = next(r for r in app.state.requests if r["media"]["mediaType"] == "tv")
-    overseerr_flow.overseerr_sync.fn(requests=[dict(webhook, request_id=show["id"], media_type=None)])
+    overseerr_flow.overseerr_sync.fn(
+        OverseerrSync(requests=[replace(webhook, request_id=show["id"], media_type=None)])
+    )
     with engine.connect() as conn:
         media_type = conn.execute(
             select(overseerr_requests.c.media_type).where(overseerr_requests.c.request_id == show["id"])

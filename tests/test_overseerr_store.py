@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, select
 
 from smartplex_sync.store import utcnow
-from smartplex_sync.store.requests import OverseerrRequest, requests_in_library, upsert_requests
+from smartplex_sync.store.overseerr import OverseerrRequest, requests_in_library, upsert_requests
 from smartplex_sync.store.tables import media_items, overseerr_requests
 from tests.conftest import both_backends
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from flows._plex_items import SectionInfo, choose_sections, external_ids, latest_change, to_row
+from smartplex_sync.requests import PlexLibrarySync
 
 MOVIES = SectionInfo(1, "Movies", "movie")
 SHOWS = SectionInfo(2, "TV Shows", "show")
@@ -141,12 +142,21 @@ DIRECTORIES = [
 ]
 
 
+def chosen(**request: Any) -> tuple[list[int], list[int]]:
+    sections, unknown = choose_sections(DIRECTORIES, PlexLibrarySync(**request))
+    return [s.id for s in sections], unknown
+
+
 def test_sections_by_id_by_type_or_all_video_sections() -> None:
-    assert [s.id for s in choose_sections(DIRECTORIES, [4, 2, 4], None)] == [4, 2]
-    assert [s.id for s in choose_sections(DIRECTORIES, None, "movie")] == [1, 4]
-    assert [s.id for s in choose_sections(DIRECTORIES, None, None)] == [1, 2, 4]
-    assert choose_sections(DIRECTORIES, None, "show")[0].item_types == ("show", "season", "episode")
-    with pytest.raises(ValueError, match=r"\[3\]"):
-        choose_sections(DIRECTORIES, [3], None)
-    with pytest.raises(ValueError, match="section_type"):
-        choose_sections(DIRECTORIES, None, "artist")
+    assert chosen(section_ids=[4, 2, 4]) == ([2, 4], [])
+    assert chosen(section_types=["movie"]) == ([1, 4], [])
+    assert chosen(section_ids=[2], section_types=["movie"]) == ([1, 2, 4], [])  # a merged request: both
+    assert chosen() == ([1, 2, 4], [])
+    assert choose_sections(DIRECTORIES, PlexLibrarySync(section_types=["show"]))[0][0].item_types == (
+        "show",
+        "season",
+        "episode",
+    )
+    assert chosen(section_ids=[3, 1]) == ([1], [3])  # not a movie or show section: reported, not synced
+    with pytest.raises(ValueError, match="section_types"):
+        PlexLibrarySync(section_types=["artist"])

@@ -119,10 +119,18 @@ def test_show_section_lists_shows_seasons_and_episodes_with_their_parents(
 
 def test_metadata_children_and_unknown_keys(plex: PlexClient, library: PlexLibrary) -> None:
     show = next(i for i in library.items.values() if i.type == "show")
-    item = plex.metadata(str(show.rating_key))
-    assert item is not None and item["librarySectionID"] == 2 and item["title"] == show.title
+    [item] = plex.metadata([str(show.rating_key)])
+    assert item["librarySectionID"] == 2 and item["title"] == show.title
     assert [c["index"] for c in plex.children(str(show.rating_key))] == [1, 2]
-    assert plex.metadata("999999") is None
+    assert plex.metadata(["999999"]) == []
+
+
+def test_several_items_in_one_request_leave_out_unknown_keys(plex: PlexClient, library: PlexLibrary) -> None:
+    movies = [str(i.rating_key) for i in library.items.values() if i.type == "movie"][:3]
+    before = plex.requests_made
+    items = plex.metadata([movies[0], "999999", *movies[1:]])
+    assert sorted(i["ratingKey"] for i in items) == sorted(movies)
+    assert plex.requests_made - before == 1
 
 
 def test_status_codes_become_transient_or_permanent_errors(

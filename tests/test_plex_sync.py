@@ -27,6 +27,7 @@ from smartplex_sync.errors import (
     PermanentServiceError,
     TransientServiceError,
 )
+from smartplex_sync.requests import PlexLibrarySync
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store.tables import media_items, sync_state
 
@@ -72,7 +73,7 @@ def plex(prefect_api_url: str, database_url: str, monkeypatch: pytest.MonkeyPatc
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The flow's network tasks with the production retry count but no waiting between tries."""
-    for name in ("fetch_identity", "fetch_sections", "fetch_page", "fetch_item", "fetch_children"):
+    for name in ("fetch_identity", "fetch_sections", "fetch_page", "fetch_items", "fetch_children"):
         task = getattr(library_sync, name)
         monkeypatch.setattr(
             library_sync, name, task.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
@@ -124,7 +125,8 @@ def database(engine: Engine, server_id: str) -> dict[str, tuple[Any, ...]]:
 
 
 def sync(**parameters: Any) -> dict[str, Any]:
-    return plex_library_sync.fn(**parameters)
+    """The flow body with a request; a full sync of everything unless the parameters say otherwise."""
+    return plex_library_sync.fn(PlexLibrarySync.model_validate({"mode": "full", **parameters}))
 
 
 def test_full_sync_equals_the_truth_and_a_second_run_changes_nothing(plex: Plex, engine: Engine) -> None:
@@ -175,6 +177,17 @@ def test_rating_key_mode_fetches_a_show_with_its_seasons_and_episodes(plex: Plex
     assert database(engine, plex.library.machine_identifier) == expected
     assert result["added"] == 1 + 2 + 6 and result["requests"] == 1 + 1 + 1 + 2
     assert sync(rating_key="424242")["added"] == 0  # unknown key: nothing, no error
+
+
+def test_many_items_cost_one_metadata_request(plex: Plex, engine: Engine) -> None:
+    """A merged run of several library.new deliveries asks for all their items at once."""
+    movies = [str(i.rating_key) for i in plex.library.items.values() if i.type == "movie"][:8]
+    result = sync(rating_keys=[*movies, "424242"])
+    assert result["added"] == 8 and result["mode"] == "item"
+    assert (
+        result["requests"] == plex.state.requests == 1 + 1
+    )  # identity, then one /library/metadata/k1,k2,...
+    assert set(database(engine, plex.library.machine_identifier)) == set(movies)
 
 
 def test_full_sync_of_one_section_never_deletes_another_section_or_server(plex: Plex, engine: Engine) -> None:
@@ -240,7 +253,7 @@ def test_missing_settings_fail_naming_them(plex: Plex, monkeypatch: pytest.Monke
 
 
 def test_the_flow_runs_in_prefect_and_leaves_a_table_artifact(plex: Plex) -> None:
-    state = plex_library_sync(section_type="movie", return_state=True)
+    state = plex_library_sync(PlexLibrarySync(section_types=["movie"], mode="full"), return_state=True)
     assert state.is_completed() and state.result()["added"] == 12
 
     async def artifact() -> Any:

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from smartplex_sync.models import WORK_POOL, Deployment
+from smartplex_sync.requests import PARAMETERS
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((REPO / "prefect.yaml").read_text())
@@ -44,3 +45,14 @@ def test_schedules_are_the_seed_guides() -> None:
         "overseerr-sync": (6 * 3600, False),
         "webhook-retention": (24 * 3600, True),
     }
+
+
+def test_default_parameters_are_what_their_flow_accepts() -> None:
+    """Prefect validates a run's parameters against the flow's signature, the typed request included."""
+    for deployment in Deployment:
+        path, function = DEPLOYMENTS[deployment.value]["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
+        parameters = DEPLOYMENTS[deployment.value].get("parameters") or {}
+        validated = flow.validate_parameters(parameters)
+        if deployment in PARAMETERS:
+            assert isinstance(validated.get("request", PARAMETERS[deployment]()), PARAMETERS[deployment])

@@ -27,7 +27,6 @@ def insert(engine: Engine, event_type: str, age_days: float, processed: bool) ->
                 action="ignored",
                 http_status=202,
                 sync_requests=[],
-                dispatch_attempts=0,
             )
         )
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from smartplex_sync.migrate import migrate
-from smartplex_sync.models import Deployment, SyncRequest
+from smartplex_sync.requests import PlexLibrarySync, SyncRequest
 from smartplex_sync.store import make_engine, webhooks
 from smartplex_sync.store.history import upsert_plays
 from smartplex_sync.store.tables import metadata
@@ -30,7 +30,7 @@ def owned_database(supabase: SupabaseLike) -> Iterator[tuple[SupabaseLike, str]]
     migrate(engine)
     webhooks.record(
         engine, source="plex", event_type="library.new", payload={"secret": "token"}, action="plex-library-sync",
-        requests=[SyncRequest(Deployment.PLEX_LIBRARY_SYNC)],
+        requests=[SyncRequest(PlexLibrarySync(mode="full"))],
     )  # fmt: skip
     with engine.begin() as conn:
         add_movie(conn, "1", "srv")

@@ -14,7 +14,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, tempor
 from sqlalchemy import Engine, text
 
 from deployments.processes import free_port
-from deployments.schedules import (
+from smartplex_sync.schedule_mirror import (
     PREFECT_YAML,
     hours_from_seconds,
     load_defaults,
@@ -181,7 +181,7 @@ def test_mirror_loop_survives_prefect_being_down(engine: Engine, caplog: pytest.
             await task
         return alive
 
-    caplog.set_level(logging.WARNING, logger="deployments.schedules")
+    caplog.set_level(logging.WARNING, logger="smartplex_sync.schedule_mirror")
     with temporary_settings(
         {PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api", PREFECT_CLIENT_MAX_RETRIES: 0}
     ):

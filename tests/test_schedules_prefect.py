@@ -25,8 +25,14 @@ from prefect.client.schemas.schedules import IntervalSchedule
 from sqlalchemy import Engine, select, text
 
 from deployments.processes import VENV_BIN
-from deployments.schedules import PREFECT_YAML, PrefectSide, load_defaults, mirror_once, read_prefect_side
 from smartplex_sync.models import Deployment
+from smartplex_sync.schedule_mirror import (
+    PREFECT_YAML,
+    PrefectSide,
+    load_defaults,
+    mirror_once,
+    read_prefect_side,
+)
 from smartplex_sync.store import make_engine, utcnow
 from smartplex_sync.store.schedules import ScheduleRow, read_schedules
 from smartplex_sync.store.tables import webhook_log
@@ -273,7 +279,6 @@ def test_a_short_interval_schedule_really_runs(prefect_worker: PrefectStack) -> 
                 action="ignored",
                 http_status=202,
                 sync_requests=[],
-                dispatch_attempts=0,
             )
         )
 

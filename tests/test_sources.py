@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, Deployment, ParsedDelivery, Source
+from smartplex_sync.models import Action, Deployment, Source
+from smartplex_sync.requests import ParsedDelivery, TautulliSync
 from webhook_gateway.sources import PARSERS, parse
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,7 +30,8 @@ def as_json(delivery: ParsedDelivery) -> dict[str, Any]:
         "event_type": delivery.event_type,
         "action": delivery.action.value if delivery.action else None,
         "requests": [
-            {"deployment": r.deployment.value, "parameters": r.parameters} for r in delivery.requests
+            {"deployment": r.deployment.value, "parameters": r.parameters.to_json()}
+            for r in delivery.requests
         ],
         "note": delivery.note,
     }
@@ -189,17 +191,17 @@ def test_fields_an_ignored_event_does_not_need_are_not_checked(
 def test_tautulli_event_key_wins_over_action() -> None:
     delivery = parse(Source.TAUTULLI, {"event": "watched", "action": "play", "rating_key": " 48210 "})
     assert delivery.event_type == "watched"
-    assert delivery.requests[0].parameters == {"rating_key": "48210"}
+    assert delivery.requests[0].parameters == TautulliSync(rating_keys=["48210"])
 
 
-def test_the_same_new_episode_from_two_sonarr_shapes_coalesces_into_the_same_runs() -> None:
+def test_the_same_new_episode_from_two_sonarr_shapes_asks_for_the_same_syncs() -> None:
     _, download = load_fixture("sonarr/download.json")
     _, import_complete = load_fixture("sonarr/download_import_complete.json")
-    keys = [
-        [r.coalescing_key for r in parse(Source.SONARR, payload).requests]
+    asked = [
+        [r.to_json() for r in parse(Source.SONARR, payload).requests]
         for payload in (download, import_complete)
     ]
-    assert keys[0] == keys[1]
+    assert asked[0] == asked[1]
 
 
 # Any JSON value, and any fixture with one value changed, must parse or raise PayloadError.
@@ -258,7 +260,7 @@ def assert_parses_or_rejects(source: Source, payload: Any) -> None:
         return
     assert isinstance(delivery.event_type, str)
     for request in delivery.requests:
-        json.dumps(request.parameters, allow_nan=False)
+        json.dumps(request.parameters.to_json(), allow_nan=False)
 
 
 @settings(max_examples=150, deadline=None)

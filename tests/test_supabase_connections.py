@@ -5,6 +5,8 @@ and a real PgBouncer in `pool_mode = transaction` before it (tests/support/supab
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,12 +19,20 @@ from sqlalchemy.engine import make_url
 
 from deployments.processes import VENV_BIN, free_port, prefect_env, spawn, stop, wait_until_healthy
 from smartplex_sync.migrate import discover, migrate
-from smartplex_sync.models import Deployment, SyncRequest
+from smartplex_sync.models import Deployment
+from smartplex_sync.requests import SyncRequest, TautulliSync
 from smartplex_sync.settings import Settings
-from smartplex_sync.store import make_engine, webhooks
+from smartplex_sync.store import make_engine, queue, utcnow, webhooks
 from smartplex_sync.store.history import upsert_plays
 from smartplex_sync.store.media import PLEX_COLUMNS, UpsertResult, upsert_media_items
-from smartplex_sync.store.tables import media_items, watch_history, webhook_log
+from smartplex_sync.store.queue import Batch
+from smartplex_sync.store.tables import (
+    dispatch_batches,
+    media_items,
+    watch_history,
+    webhook_log,
+    webhook_requests,
+)
 from tests.support.prefect_stack import PrefectStack
 from tests.support.supabase import SERVICE_OWNER, SupabaseLike
 
@@ -65,7 +75,11 @@ def pooled_engine(supabase: SupabaseLike) -> Iterator[Engine]:
 
 
 def request_for(index: int) -> SyncRequest:
-    return SyncRequest(Deployment.TAUTULLI_SYNC, {"rating_key": str(index)})
+    return SyncRequest(TautulliSync(rating_keys=[str(index)]))
+
+
+def batch_for(deployment: Deployment = Deployment.TAUTULLI_SYNC, lane: str = "") -> Batch:
+    return Batch(uuid.uuid4().hex, deployment, lane, {}, "a batch", ["trigger:webhook"], utcnow())
 
 
 def record_deliveries(engine: Engine, count: int) -> list[int]:
@@ -136,71 +150,76 @@ def test_pooler_query_parameters_from_guides_are_accepted(supabase: SupabaseLike
 # ------------------------------------------------------------------------------------------ the store
 
 
-def test_deliveries_are_recorded_claimed_and_marked_as_pasted(pasted_url: str) -> None:
+def test_deliveries_are_recorded_batched_and_marked_as_pasted(pasted_url: str) -> None:
     engine = make_engine(Settings(database_url=pasted_url, _env_file=None).sqlalchemy_url)
     ids = record_deliveries(engine, 12)  # more than psycopg's default prepare threshold (5)
-    claimed = webhooks.claim_pending(engine, limit=100)
-    assert [d.id for d in claimed] == ids
-    for delivery in claimed:
-        webhooks.mark_dispatched(engine, delivery.id, [{**delivery.requests[0], "flow_run_id": "run-x"}])
+    waiting = queue.pending_requests(engine)
+    assert [r.webhook_id for r in waiting] == ids
+    batch = batch_for()
+    assert queue.claim(engine, batch, [r.id for r in waiting])
+    queue.run_created(engine, batch.id, "run-x")
     summary = webhooks.summary(engine)
     assert (summary["total_webhooks"], summary["pending_dispatch"]) == (12, 0)
-    assert webhooks.claim_pending(engine) == []
+    assert queue.pending_requests(engine) == []
+    queue.finish(
+        engine, Batch(**{**batch.__dict__, "flow_run_id": "run-x"}), "COMPLETED", None, requeue=False
+    )
+    assert queue.open_batches(engine) == []
     engine.dispose()
 
 
-def test_claims_from_two_engines_at_once_never_take_a_row_twice(supabase: SupabaseLike) -> None:
-    """Two gateway replicas on the transaction pooler, claiming the same backlog at the same moment."""
+def test_racing_claims_from_two_engines_take_each_request_once(supabase: SupabaseLike) -> None:
+    """Two gateway replicas on the transaction pooler claim the same waiting requests at the same moment,
+    round after round: one wins, the other's transaction rolls back and leaves nothing behind."""
     url = pasted(supabase, supabase.create_database(owner=SERVICE_OWNER), "pooler")
     database_url = Settings(database_url=url, _env_file=None).sqlalchemy_url
     setup = make_engine(database_url)
     migrate(setup)
-    ids = record_deliveries(setup, 300)
-    setup.dispose()
     engines = [make_engine(database_url), make_engine(database_url)]
+    for round_ in range(10):
+        record_deliveries(setup, 5)
+        waiting = [r.id for r in queue.pending_requests(setup)]
+        results = race_claims(engines, waiting)
+        assert sorted(results) == [False, True], round_
+        for batch in queue.open_batches(setup):  # let the next round's requests have a batch
+            queue.finish(setup, batch, "COMPLETED", None, requeue=False)
+    with setup.connect() as conn:
+        dispatches = conn.execute(select(webhook_requests.c.dispatches)).scalars().all()
+        batches = conn.execute(select(func.count()).select_from(dispatch_batches)).scalar()
+    for engine in [setup, *engines]:
+        engine.dispose()
+    assert dispatches == [1] * 50  # every request taken once, none twice
+    assert batches == 10  # the losers' batches were rolled back
+
+
+def race_claims(engines: list[Engine], waiting: list[int]) -> list[bool]:
+    """Each engine claims `waiting` (in a lane of its own) from its own thread, all at the same moment."""
     start = threading.Barrier(len(engines))
-    taken: list[list[int]] = [[] for _ in engines]
-    errors: list[BaseException] = []
+    results: list[bool] = []
 
-    def claim_all(index: int) -> None:
-        try:
-            start.wait(timeout=30)
-            for _ in range(300):  # bounded: at most one row a round would still finish
-                batch = webhooks.claim_pending(engines[index], limit=7)
-                if not batch:
-                    return
-                taken[index].extend(d.id for d in batch)
-        except BaseException as exc:
-            errors.append(exc)
+    def race(index: int) -> None:
+        start.wait(timeout=30)
+        results.append(queue.claim(engines[index], batch_for(lane=f"lane-{index}"), waiting))
 
-    threads = [threading.Thread(target=claim_all, args=(i,)) for i in range(len(engines))]
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(engines))]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
-    for engine in engines:
-        engine.dispose()
-    assert not errors, errors
-    assert not any(thread.is_alive() for thread in threads)
-    assert sorted(taken[0] + taken[1]) == ids  # every row once, none twice
-    assert taken[0] and taken[1], "both engines got rows"
+        thread.join(timeout=60)
+    return results
 
 
-def test_claim_skips_rows_another_transaction_holds(pooled_engine: Engine) -> None:
-    """FOR UPDATE SKIP LOCKED through the pooler: a claim does not wait for rows a replica has locked."""
-    ids = record_deliveries(pooled_engine, 8)
-    holder = make_engine(pooled_engine.url.render_as_string(hide_password=False))
-    claimed: list[int] = []
-    with holder.begin() as conn:
-        conn.execute(select(webhook_log.c.id).where(webhook_log.c.id.in_(ids[:3])).with_for_update())
-        claimer = threading.Thread(
-            target=lambda: claimed.extend(d.id for d in webhooks.claim_pending(pooled_engine, limit=100))
-        )
-        claimer.start()
-        claimer.join(timeout=60)
-        assert not claimer.is_alive(), "claim_pending waited for the locked rows"
-    holder.dispose()
-    assert claimed == ids[3:]
+def test_a_lost_claim_leaves_the_pooled_connection_clean(pooled_engine: Engine) -> None:
+    """A claim that loses (unique violation inside its transaction) rolls back; the next statements on the
+    same engine, through the same pooler, work: no aborted transaction is handed on."""
+    record_deliveries(pooled_engine, 3)
+    first, second, third = (r.id for r in queue.pending_requests(pooled_engine))
+    assert queue.claim(pooled_engine, batch_for(), [first])
+    for _ in range(10):  # more attempts than the engine's pool has connections
+        assert not queue.claim(pooled_engine, batch_for(), [second])  # one open batch per deployment
+    assert queue.claim(pooled_engine, batch_for(lane="other"), [third])
+    assert [r.id for r in queue.pending_requests(pooled_engine)] == [second]
+    assert len(queue.open_batches(pooled_engine)) == 2
 
 
 def plex_row(rating_key: str, title: str) -> dict[str, object]:
@@ -248,19 +267,20 @@ def start_gateway(env: dict[str, str], log: Path) -> tuple[object, str]:
 
 
 def test_two_gateways_over_http_with_their_database_behind_the_pooler(
-    supabase: SupabaseLike, prefect_deployments: PrefectStack, tmp_path: Path
+    supabase: SupabaseLike, prefect_worker: PrefectStack, tmp_path: Path
 ) -> None:
     """Deliveries over HTTP to two gateway processes whose SMARTPLEX_DATABASE_URL is the transaction
-    pooler URL as pasted: every one recorded once, and each dispatched to Prefect by exactly one replica."""
+    pooler URL as pasted: every one recorded once, each request taken by one batch of one replica, and
+    every delivery served by a flow run (runs are executed, so bursts during a run get their follow-up)."""
     url = pasted(supabase, supabase.create_database(owner=SERVICE_OWNER), "pooler")
     engine = make_engine(Settings(database_url=url, _env_file=None).sqlalchemy_url)
     migrate(engine)
-    env = prefect_env(prefect_deployments.api_url)
+    env = prefect_env(prefect_worker.api_url)
     env.update(
         SMARTPLEX_DATABASE_URL=url,
         SMARTPLEX_DATA_DIR=str(tmp_path),
         SMARTPLEX_DISPATCH_POLL_SECONDS="1",
-        SMARTPLEX_COALESCE_SECONDS="30",
+        SMARTPLEX_TAUTULLI_QUIET_SECONDS="2",
     )
     gateways = []
     try:
@@ -276,20 +296,14 @@ def test_two_gateways_over_http_with_their_database_behind_the_pooler(
             )
             assert answer.status_code == 202, answer.text
             sent.append(answer.json()["id"])
-        deadline = datetime.now(UTC) + timedelta(seconds=120)
-        while datetime.now(UTC) < deadline:
-            with engine.connect() as conn:
-                pending = conn.execute(
-                    select(func.count()).select_from(webhook_log).where(webhook_log.c.processed.is_(False))
-                ).scalar()
-            if pending == 0:
-                break
-            threading.Event().wait(0.5)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and unprocessed(engine):
+            time.sleep(1)
         with engine.connect() as conn:
             rows = conn.execute(
-                select(webhook_log.c.id, webhook_log.c.processed, webhook_log.c.flow_run_id,
-                       webhook_log.c.dispatch_attempts)
-            ).all()  # fmt: skip
+                select(webhook_log.c.id, webhook_log.c.processed, webhook_log.c.flow_run_id)
+            ).all()
+            dispatches = conn.execute(select(webhook_requests.c.dispatches)).scalars().all()
         status = httpx.get(f"{gateways[0][1]}/api/webhooks/status", timeout=30).json()
     finally:
         for process, _ in gateways:
@@ -297,7 +311,13 @@ def test_two_gateways_over_http_with_their_database_behind_the_pooler(
         engine.dispose()
     assert sorted(r.id for r in rows) == sorted(sent)
     assert all(r.processed and r.flow_run_id for r in rows), rows
-    assert {r.dispatch_attempts for r in rows} == {1}  # no row was claimed by both replicas
-    # One run per rating key and coalescing window (a burst straddling a window boundary costs two).
-    assert 3 <= len({r.flow_run_id for r in rows}) <= 6
+    assert dispatches == [1] * 30  # no request was taken by both replicas, or twice
+    assert len({r.flow_run_id for r in rows}) < 10  # merged: far fewer runs than deliveries
     assert status["total_webhooks"] == 30
+
+
+def unprocessed(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(webhook_log).where(webhook_log.c.processed.is_(False))
+        ).scalar_one()

@@ -26,7 +26,7 @@ from simulators.tautulli import (
     render_template,
     send_webhook,
 )
-from smartplex_sync.models import Deployment
+from smartplex_sync.requests import TautulliSync
 from webhook_gateway.sources.tautulli import parse
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -192,9 +192,7 @@ def test_webhook_with_the_documented_template_asks_the_gateway_for_that_item(act
     assert content_type == "application/json"
     parsed = parse(body)
     assert parsed.event_type == event
-    assert [(r.deployment, r.parameters) for r in parsed.requests] == [
-        (Deployment.TAUTULLI_SYNC, {"rating_key": "91544"})
-    ]
+    assert [r.parameters for r in parsed.requests] == [TautulliSync(rating_keys=["91544"])]
 
 
 def test_the_template_in_the_docs_is_the_one_the_simulator_sends() -> None:

@@ -26,6 +26,7 @@ from flows.tautulli_sync import fetch_server, sync_history, tautulli_sync, watch
 from simulators.serving import serve_in_thread
 from simulators.tautulli import HistoryItem, Play, SimulatorState, TautulliHistory, create_tautulli_app
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
+from smartplex_sync.requests import TautulliSync
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store.history import refresh_play_totals
 from smartplex_sync.store.tables import media_items, watch_history
@@ -180,7 +181,7 @@ def test_random_plays_and_syncs_match_the_truth(setup: Setup, zone: str, script:
             continue
         if kind == "window":
             returned = returned_by_window(setup.history, tz, number)
-            tautulli_sync.fn(days=number)
+            tautulli_sync.fn(TautulliSync(days=number))
             in_window = {
                 p.row_id
                 for p in setup.history.plays
@@ -190,15 +191,15 @@ def test_random_plays_and_syncs_match_the_truth(setup: Setup, zone: str, script:
         else:
             rating_key = ITEMS[number].rating_key
             returned = {p.row_id: p for p in setup.history.plays if p.item.rating_key == rating_key}
-            tautulli_sync.fn(rating_key=str(rating_key))
+            tautulli_sync.fn(TautulliSync(rating_keys=[str(rating_key)]))
         synced.update(returned)
         check_against_truth(setup, synced)
     before = (stored_plays(setup.engine), stored_totals(setup.engine))
-    again = tautulli_sync.fn(days=30)
+    again = tautulli_sync.fn(TautulliSync(days=30))
     synced.update(returned_by_window(setup.history, tz, 30))
     check_against_truth(setup, synced)
     if all(p.started >= (now - timedelta(days=29)).timestamp() for p in setup.history.plays):
-        repeat = tautulli_sync.fn(days=30)
+        repeat = tautulli_sync.fn(TautulliSync(days=30))
         assert (repeat["new"], repeat["updated"]) == (0, 0)
         assert repeat["unchanged"] == again["plays_fetched"]
     assert before[0].items() <= stored_plays(setup.engine).items()
@@ -211,14 +212,14 @@ def test_a_short_window_after_a_long_history_never_lowers_lifetime_totals(setup:
         setup.history.add_play(
             ITEMS[n % 3], started=now - timedelta(days=3.5 * n + 1), percent_complete=60 + n % 41
         )
-    backfill = tautulli_sync.fn(days=0)
+    backfill = tautulli_sync.fn(TautulliSync(days=0))
     lifetime = stored_totals(setup.engine)
     assert backfill["plays_fetched"] == 60 and sum(t[0] for t in lifetime.values()) == 60
-    weekly = tautulli_sync.fn(days=7)
+    weekly = tautulli_sync.fn(TautulliSync(days=7))
     assert 0 < weekly["plays_fetched"] < 10 and (weekly["new"], weekly["updated"]) == (0, 0)
     assert stored_totals(setup.engine) == lifetime
     newest = setup.history.add_play(ITEMS[0], started=now - timedelta(hours=3), percent_complete=100)
-    tautulli_sync.fn(days=7)
+    tautulli_sync.fn(TautulliSync(days=7))
     after = stored_totals(setup.engine)
     assert after["500"][0] == lifetime["500"][0] + 1
     assert after["500"][5] == datetime.fromtimestamp(newest.stopped, UTC)
@@ -242,7 +243,7 @@ def test_a_play_just_inside_the_window_is_synced_in_any_time_zone(setup: Setup, 
     too_old = setup.history.add_play(
         ITEMS[2], started=local_midnight - timedelta(days=3), percent_complete=100
     )
-    tautulli_sync.fn(days=7)
+    tautulli_sync.fn(TautulliSync(days=7))
     stored = stored_plays(setup.engine)
     assert {just_after_midnight.row_id, just_inside.row_id} <= stored.keys()
     assert too_old.row_id not in stored
@@ -254,13 +255,30 @@ def test_plays_of_items_not_in_the_library_are_kept_and_linked_when_the_item_arr
         setup.history.add_play(late, started=datetime.now(UTC) - timedelta(days=d), percent_complete=95)
         for d in (1, 2)
     ]
-    result = tautulli_sync.fn(rating_key=str(late.rating_key))
+    result = tautulli_sync.fn(TautulliSync(rating_keys=[str(late.rating_key)]))
     assert (result["plays_fetched"], result["new"], result["items_refreshed"]) == (2, 2, 0)
     assert set(stored_plays(setup.engine)) == {p.row_id for p in plays}
     with setup.engine.begin() as conn:  # what the Plex sync does after inserting new media items
         add_movie(conn, str(late.rating_key), PMS)
         assert refresh_play_totals(conn, PMS, [str(late.rating_key)]) == 1
     assert stored_totals(setup.engine)[str(late.rating_key)] == expected_totals(plays)
+
+
+def test_plays_of_many_items_cost_one_query(setup: Setup) -> None:
+    """A merged run of a burst of Playback Stop deliveries fetches all their items' plays together."""
+    now = datetime.now(UTC)
+    plays = [
+        setup.history.add_play(item, started=now - timedelta(hours=n + 1), percent_complete=90)
+        for n, item in enumerate(ITEMS * 2)
+    ]
+    setup.history.add_play(ITEMS[0], started=now - timedelta(days=40), percent_complete=100)  # older
+    before = setup.state.requests
+    result = tautulli_sync.fn(TautulliSync(rating_keys=[str(i.rating_key) for i in ITEMS[:3]]))
+    assert result["requests"] == setup.state.requests - before == 2  # server info, one get_history
+    every_play_of_the_three = {p.row_id for p in setup.history.plays if p.item in ITEMS[:3]}
+    assert set(stored_plays(setup.engine)) == every_play_of_the_three  # the old one too, and only theirs
+    assert {p.row_id for p in plays if p.item in ITEMS[:3]} < every_play_of_the_three
+    assert result["mode"] == "3 items (500, 501, 502)"
 
 
 def test_sync_without_tautulli_settings_fails_at_once_naming_them(
@@ -282,7 +300,7 @@ def test_transient_failures_are_retried_and_a_refused_key_is_not(setup: Setup, d
     fast_sync = sync_history.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
     with TautulliClient(settings_.tautulli_url, KEY, timeout=0.3) as client:
         setup.state.inject(503, 0.6, 502)
-        result = fast_sync(client, database_url, PMS, None, None)
+        result = fast_sync(client, database_url, PMS, None, [])
         assert (result.plays, result.counts.new, client.requests_made) == (
             1,
             1,
@@ -302,7 +320,7 @@ def test_transient_failures_are_retried_and_a_refused_key_is_not(setup: Setup, d
 
 def test_the_deployed_flow_runs_and_leaves_a_table_artifact(setup: Setup) -> None:
     setup.history.add_play(ITEMS[0], started=datetime.now(UTC) - timedelta(hours=1), percent_complete=100)
-    state = tautulli_sync(days=7, return_state=True)
+    state = tautulli_sync(TautulliSync(days=7), return_state=True)
     result = state.result()
     assert (result["plays_fetched"], result["new"], result["items_refreshed"], result["requests"]) == (
         1,

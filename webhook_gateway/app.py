@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from deployments.schedules import run_mirror_loop
+from smartplex_sync.schedule_mirror import run_mirror_loop
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine
 from webhook_gateway.deps import Gateway
@@ -23,12 +23,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     engine = get_engine(settings.sqlalchemy_url)
     gateway = Gateway(settings, engine)
     if background:
-        gateway.dispatcher = Dispatcher(
-            engine,
-            coalesce_seconds=settings.coalesce_seconds,
-            scan_grace_seconds=settings.plex_scan_grace_seconds,
-            poll_seconds=settings.dispatch_poll_seconds,
-        )
+        gateway.dispatcher = Dispatcher(engine, settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -1,156 +1,247 @@
-"""Recorded deliveries → Prefect flow runs, after the answer, from the webhook_log rows.
+"""Queued sync requests → Prefect flow runs, after the answer.
 
-The dispatcher runs in the gateway's event loop. It wakes when a delivery is recorded (and every few
-seconds, for rows left by a crash, a restart or another replica), claims due rows and asks Prefect for
-one flow run per sync request. Prefect being slow or down never touches the request path: failed rows get
-an exponential backoff and stay `processed = false` until their runs exist.
-
-Coalescing: a request's idempotency key is its coalescing key plus the time bucket its delivery fell in,
-and the run is scheduled at the bucket's end. Prefect answers a repeated key with the run it already has,
-so every delivery of a burst gets the same run, across restarts and replicas, with no state of ours.
+The dispatcher runs in the gateway's event loop. Each pass:
+1. asks Prefect (one call) about the runs of open batches, and closes those whose run is final. A failed,
+   crashed or cancelled run leaves its error on every delivery it served; a crashed run (its process
+   died) gives its requests back to the queue, so the next run does the work;
+2. creates the run of every open batch that has none yet (Prefect was down, or the gateway stopped between
+   claiming and creating). The batch id is the run's idempotency key, so Prefect never makes two;
+3. plans new batches from the waiting requests (`batching`) and claims them (`store.queue.claim`).
+It wakes when a delivery is recorded, when a coalescing window closes, every SMARTPLEX_RUN_POLL_SECONDS
+while runs are open, and every SMARTPLEX_DISPATCH_POLL_SECONDS anyway (work left by another replica).
+Prefect being slow or down never touches the request path: a batch whose run cannot be created waits
+with an exponential backoff, and its deliveries stay `processed = false` until the run exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from anyio import to_thread
 from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Scheduled
 from sqlalchemy import Engine
 
-from smartplex_sync.models import WEBHOOK_TAG, Deployment, SyncRequest
-from smartplex_sync.store import webhooks
+from smartplex_sync.models import Deployment
+from smartplex_sync.settings import Settings
+from smartplex_sync.store import queue
 from smartplex_sync.store.engine import utcnow
-from smartplex_sync.store.webhooks import PendingDelivery
+from smartplex_sync.store.queue import Batch, QueuedRequest
+from webhook_gateway.batching import NewBatch, Plan, Window, plan_buckets, plan_merged
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 300
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """How one sync request of one delivery becomes a flow run."""
-
-    deployment: Deployment
-    parameters: dict[str, Any]
-    idempotency_key: str
-    start_at: datetime
-    name: str
-    tags: tuple[str, ...]
-
-
-def plan_run(
-    delivery: PendingDelivery, index: int, coalesce_seconds: int, scan_grace_seconds: int = 0
-) -> RunPlan:
-    """Pure: the flow run a delivery's `index`-th sync request asks for."""
-    request: SyncRequest = delivery.sync_request(index)
-    tags = (f"source:{delivery.source}", f"event:{delivery.event_type}", WEBHOOK_TAG)
-    if request.coalesce and coalesce_seconds > 0:
-        received = delivery.received_at.timestamp()
-        bucket_start = int(received // coalesce_seconds) * coalesce_seconds
-        key = f"{request.coalescing_key}:{bucket_start}"
-        start_at = datetime.fromtimestamp(bucket_start + coalesce_seconds, UTC)
-    else:
-        # The receipt time too: row ids start again in a new database, Prefect's keys never expire.
-        key = f"webhook:{delivery.id}:{delivery.received_at.timestamp():.6f}:{index}"
-        start_at = delivery.received_at
-    name = f"{delivery.source}-{delivery.event_type}-{delivery.id}".lower().replace(" ", "-")
-    if request.wait_for_plex_scan:
-        start_at += timedelta(seconds=scan_grace_seconds)
-    return RunPlan(request.deployment, request.parameters, key, start_at, name, tags)
+MIN_PASS_SECONDS = 0.2  # a burst of deliveries wakes the loop once per this, not once per delivery
+FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 
 
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS))
 
 
+def idempotency_key(batch_id: str) -> str:
+    return f"smartplex-batch:{batch_id}"
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What one pass did, and when the next one is needed."""
+
+    created: int = 0
+    finished: int = 0
+    wake_at: datetime | None = None
+
+
 class Dispatcher:
     def __init__(
         self,
         engine: Engine,
+        settings: Settings,
         *,
-        coalesce_seconds: int,
-        scan_grace_seconds: int = 0,
-        poll_seconds: float = 5.0,
         client_factory: Callable[[], PrefectClient] = get_client,
     ) -> None:
         self.engine = engine
-        self.coalesce_seconds = coalesce_seconds
-        self.scan_grace_seconds = scan_grace_seconds
-        self.poll_seconds = poll_seconds
+        self.settings = settings
+        self.scan_grace = timedelta(seconds=settings.plex_scan_grace_seconds)
         self._client_factory = client_factory
         self._wake = asyncio.Event()
         self._deployment_ids: dict[Deployment, UUID] = {}
 
     def notify(self) -> None:
-        """A delivery was recorded: dispatch now rather than at the next poll."""
+        """A delivery was recorded: plan again now rather than at the next poll."""
         self._wake.set()
 
     async def run_forever(self) -> None:
         while True:
+            started = utcnow()
+            wake_at = None
             try:
-                await self.dispatch_due()
+                wake_at = (await self.dispatch_due()).wake_at
             except Exception:  # the loop must outlive any one failure (database locked, Prefect down ...)
-                log.exception("dispatch pass failed; trying again in %.0fs", self.poll_seconds)
+                log.exception(
+                    "dispatch pass failed; trying again in %.0fs", self.settings.dispatch_poll_seconds
+                )
+            await asyncio.sleep(max(0.0, MIN_PASS_SECONDS - (utcnow() - started).total_seconds()))
+            timeout = self.settings.dispatch_poll_seconds
+            if wake_at is not None:
+                timeout = min(timeout, max((wake_at - utcnow()).total_seconds(), 0.0))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             self._wake.clear()
 
-    async def dispatch_due(self) -> int:
-        """Dispatch every due row; return how many deliveries were fully dispatched."""
-        done = 0
-        runs_by_key: dict[str, UUID] = {}  # a burst's deliveries share a key: ask Prefect once per key
+    async def dispatch_due(self) -> PassReport:
+        """One pass (see the module docstring)."""
+        await to_thread.run_sync(queue.adopt_unqueued, self.engine, self.scan_grace)
+        batches = await to_thread.run_sync(queue.open_batches, self.engine)
+        waiting = await to_thread.run_sync(queue.pending_requests, self.engine)
+        if not batches and not waiting:
+            return PassReport()
         async with self._client_factory() as client:
-            while deliveries := await to_thread.run_sync(lambda: webhooks.claim_pending(self.engine)):
-                for delivery in deliveries:
-                    done += await self._dispatch(client, delivery, runs_by_key)
-                if len(deliveries) < 100:
-                    break
-        return done
+            finished = await self._close_finished(client, [b for b in batches if b.flow_run_id])
+            still_open = [b for b in batches if b.id not in finished]
+            now = utcnow()
+            created = 0
+            for batch in still_open:
+                if batch.flow_run_id is None and (
+                    batch.next_attempt_at is None or batch.next_attempt_at <= now
+                ):
+                    created += await self._create_run(client, batch)
+            plans = self._plan(waiting, still_open, now)
+            for plan in plans:
+                for new in plan.batches:
+                    batch = _as_batch(new, now)
+                    if await to_thread.run_sync(
+                        queue.claim, self.engine, batch, [r.id for r in new.requests]
+                    ):
+                        created += await self._create_run(client, batch, new.requests)
+        wake_at = min((p.wake_at for p in plans if p.wake_at), default=None)
+        if still_open or created:
+            poll = now + timedelta(seconds=self.settings.run_poll_seconds)
+            wake_at = min(wake_at, poll) if wake_at else poll
+        return PassReport(created, len(finished), wake_at)
 
-    async def _dispatch(
-        self, client: PrefectClient, delivery: PendingDelivery, runs_by_key: dict[str, UUID]
-    ) -> bool:
-        requests = [dict(r) for r in delivery.requests]
+    def _plan(self, waiting: list[QueuedRequest], open_batches: list[Batch], now: datetime) -> list[Plan]:
+        by_deployment: dict[Deployment, list[QueuedRequest]] = defaultdict(list)
+        for request in waiting:
+            by_deployment[request.deployment].append(request)
+        busy = {(b.deployment, b.lane) for b in open_batches}
+        plans = []
+        for deployment, requests in by_deployment.items():
+            if self.settings.coalesce_strategy == "bucket":
+                lanes = {lane for d, lane in busy if d is deployment}
+                plans.append(plan_buckets(deployment, requests, now, self.settings.coalesce_seconds, lanes))
+            else:
+                window = Window(*self.settings.coalescing_window(deployment.value))
+                plans.append(plan_merged(deployment, requests, now, window, (deployment, "") in busy))
+        return plans
+
+    async def _close_finished(self, client: PrefectClient, batches: list[Batch]) -> set[str]:
+        """Close the batches whose run is final (or gone); return their ids."""
+        if not batches:
+            return set()
+        ids = [UUID(b.flow_run_id) for b in batches if b.flow_run_id]
+        runs = {
+            str(run.id): run
+            for run in await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
+            )
+        }
+        finished = set()
+        for batch in batches:
+            run = runs.get(batch.flow_run_id or "")
+            if run is None:  # deleted in the UI: nothing did the work
+                await to_thread.run_sync(self._finish, batch, "DELETED", "the flow run was deleted", True)
+            elif run.state_type in FINAL_STATES:
+                await to_thread.run_sync(self._finish, batch, *_outcome(run))
+            else:
+                if run.state_type and run.state_type.value != batch.state:
+                    await to_thread.run_sync(queue.set_state, self.engine, batch.id, run.state_type.value)
+                continue
+            finished.add(batch.id)
+        return finished
+
+    def _finish(self, batch: Batch, state: str, message: str | None, requeue: bool) -> None:
+        again = queue.finish(self.engine, batch, state, message, requeue=requeue)
+        log.log(
+            logging.INFO if state == "COMPLETED" else logging.WARNING,
+            "flow run %s (%s) %s%s",
+            batch.flow_run_id,
+            batch.name,
+            state.lower(),
+            f"; {again} requests queued again" if again else "",
+        )
+
+    async def _create_run(
+        self, client: PrefectClient, batch: Batch, requests: tuple[QueuedRequest, ...] = ()
+    ) -> int:
+        """Ask Prefect for the batch's run; 1 if it now exists, 0 if it must be tried again later."""
         try:
-            for index, request in enumerate(requests):
-                if not request.get("flow_run_id"):
-                    plan = plan_run(delivery, index, self.coalesce_seconds, self.scan_grace_seconds)
-                    if plan.idempotency_key not in runs_by_key:
-                        runs_by_key[plan.idempotency_key] = await self._create_run(client, plan)
-                    request["flow_run_id"] = str(runs_by_key[plan.idempotency_key])
+            run = await client.create_flow_run_from_deployment(
+                await self._deployment_id(client, batch.deployment),
+                parameters={"request": batch.parameters},
+                name=batch.name,
+                tags=batch.tags,
+                idempotency_key=idempotency_key(batch.id),
+            )
         except Exception as exc:
             self._deployment_ids.clear()  # a redeployed deployment has a new id
-            retry_at = utcnow() + backoff(delivery.attempts)
-            message = f"dispatch attempt {delivery.attempts} failed: {_describe(exc)}"
-            log.warning("webhook %s: %s; retrying at %s", delivery.id, message, retry_at.isoformat())
-            await to_thread.run_sync(
-                webhooks.mark_dispatch_failed, self.engine, delivery.id, requests, message, retry_at
+            retry_at = utcnow() + backoff(batch.attempts + 1)
+            message = _describe(exc)
+            attempts = await to_thread.run_sync(
+                queue.creation_failed, self.engine, batch.id, message, retry_at
             )
-            return False
-        await to_thread.run_sync(webhooks.mark_dispatched, self.engine, delivery.id, requests)
-        return True
+            log.warning(
+                "batch %s (%s): run not created (attempt %d: %s); retrying at %s",
+                batch.id,
+                batch.name,
+                attempts,
+                message,
+                retry_at.isoformat(timespec="seconds"),
+            )
+            return 0
+        await to_thread.run_sync(queue.run_created, self.engine, batch.id, str(run.id))
+        log.info("%s → flow run %s (%s)", batch.name, run.id, batch.deployment.value)
+        if requests:  # a batch created on an earlier pass already has its artifact, or never will
+            await self._publish_deliveries(client, run.id, batch, requests)
+        return 1
 
-    async def _create_run(self, client: PrefectClient, plan: RunPlan) -> UUID:
-        run = await client.create_flow_run_from_deployment(
-            await self._deployment_id(client, plan.deployment),
-            parameters=plan.parameters,
-            name=plan.name,
-            tags=list(plan.tags),
-            idempotency_key=plan.idempotency_key,
-            state=Scheduled(scheduled_time=plan.start_at),
+    async def _publish_deliveries(
+        self, client: PrefectClient, run_id: UUID, batch: Batch, requests: tuple[QueuedRequest, ...]
+    ) -> None:
+        """The run's table artifact of the deliveries it serves (best effort: the run matters more)."""
+        rows = [
+            {
+                "webhook": r.webhook_id,
+                "source": r.source,
+                "event": r.event_type,
+                "received": r.received_at.isoformat(timespec="seconds"),
+            }
+            for r in sorted({r.webhook_id: r for r in requests}.values(), key=lambda r: r.webhook_id)
+        ]
+        artifact = ArtifactCreate(
+            key="webhook-deliveries",
+            type="table",
+            data=json.dumps(rows),
+            description=f"The {len(rows)} webhook deliveries this run serves (`webhook_log` ids).",
+            flow_run_id=run_id,
         )
-        return run.id
+        try:
+            await client.create_artifact(artifact)
+        except Exception as exc:
+            log.warning("batch %s: deliveries artifact not created: %s", batch.id, _describe(exc))
 
     async def _deployment_id(self, client: PrefectClient, deployment: Deployment) -> UUID:
         if deployment not in self._deployment_ids:
@@ -162,6 +253,27 @@ class Dispatcher:
                 ) from exc
             self._deployment_ids[deployment] = found.id
         return self._deployment_ids[deployment]
+
+
+def _as_batch(new: NewBatch, now: datetime) -> Batch:
+    return Batch(
+        id=uuid.uuid4().hex,
+        deployment=new.deployment,
+        lane=new.lane,
+        parameters=new.parameters.to_json(),
+        name=new.name,
+        tags=list(new.tags),
+        created_at=now,
+    )
+
+
+def _outcome(run: FlowRun) -> tuple[str, str | None, bool]:
+    """(state, error message or None, whether to queue the requests again) of a final run."""
+    state_type = run.state_type or StateType.CRASHED
+    if state_type is StateType.COMPLETED:
+        return state_type.value, None, False
+    message = (run.state.message if run.state else None) or state_type.value.lower()
+    return state_type.value, message, state_type is StateType.CRASHED
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
@@ -12,7 +13,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, ParsedDelivery, Source
+from smartplex_sync.models import Action, Source
+from smartplex_sync.requests import ParsedDelivery
 from smartplex_sync.store import schedules, webhooks
 from webhook_gateway import sources
 from webhook_gateway.auth import is_authorized
@@ -118,7 +120,12 @@ async def _record(
     error: PayloadError | None,
 ) -> int:
     if parsed is not None:
-        fields = {"event_type": parsed.event_type, "action": parsed.action_label, "requests": parsed.requests}
+        fields = {
+            "event_type": parsed.event_type,
+            "action": parsed.action_label,
+            "requests": parsed.requests,
+            "scan_grace": timedelta(seconds=gateway.settings.plex_scan_grace_seconds),
+        }
     else:
         assert error is not None
         fields = {

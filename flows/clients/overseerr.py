@@ -9,7 +9,7 @@ from typing import Any
 
 from flows.clients._arr import ApiKeyClient, positive_int, text_or_none
 from smartplex_sync.errors import PermanentServiceError
-from smartplex_sync.store.requests import OverseerrRequest
+from smartplex_sync.models import OverseerrRequest
 
 # MediaRequestStatus (server/constants/media.ts); 4 and 5 arrived in later Overseerr and Jellyseerr.
 REQUEST_STATUS = {1: "PENDING", 2: "APPROVED", 3: "DECLINED", 4: "FAILED", 5: "COMPLETED"}

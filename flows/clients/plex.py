@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from smartplex_sync.settings import Settings
 
 CLIENT_IDENTIFIER = "smartplex-sync-5b1e0c2a"  # stable: PMS lists us as one device, not one per run
 PLEX_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
+METADATA_BATCH = 50  # rating keys per /library/metadata request: keeps the URL short
 
 
 @dataclass(frozen=True)
@@ -119,15 +120,20 @@ class PlexClient(ServiceClient):
             if not page.items or start >= page.total_size:
                 return
 
-    def metadata(self, rating_key: str) -> dict[str, Any] | None:
-        """The item, or None when the server does not know it (404)."""
-        try:
-            items = self._container(f"/library/metadata/{rating_key}").get("Metadata", [])
-        except PermanentServiceError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
-        return items[0] if items else None
+    def metadata(self, rating_keys: Sequence[str]) -> list[dict[str, Any]]:
+        """The items the server knows of `rating_keys`, `METADATA_BATCH` keys a request
+        (`/library/metadata/{k1},{k2},...`). Plex leaves out the keys it does not know, and answers 404
+        when it knows none of them."""
+        items: list[dict[str, Any]] = []
+        keys = list(dict.fromkeys(rating_keys))
+        for start in range(0, len(keys), METADATA_BATCH):
+            chunk = ",".join(keys[start : start + METADATA_BATCH])
+            try:
+                items += self._container(f"/library/metadata/{chunk}").get("Metadata", [])
+            except PermanentServiceError as exc:
+                if exc.status_code != 404:
+                    raise
+        return items
 
     def children(self, rating_key: str) -> list[dict[str, Any]]:
         return list(self._container(f"/library/metadata/{rating_key}/children").get("Metadata", []))

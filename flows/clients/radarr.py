@@ -8,7 +8,7 @@ from typing import Any
 from flows.clients._arr import ApiKeyClient, positive_int, text_or_none
 from flows.clients.sonarr import describe_status
 from smartplex_sync.errors import PermanentServiceError
-from smartplex_sync.store.arr import ArrItem
+from smartplex_sync.models import ArrItem
 
 
 def parse_movie(raw: Mapping[str, Any]) -> ArrItem:

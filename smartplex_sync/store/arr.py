@@ -19,27 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
+from smartplex_sync.models import ArrItem, ArrService
 from smartplex_sync.store.tables import arr_items, media_items
-
-ArrService = Literal["sonarr", "radarr"]
-
-
-@dataclass(frozen=True)
-class ArrItem:
-    """One Sonarr series or Radarr movie, as the flows store it."""
-
-    service: ArrService
-    arr_id: int
-    title: str
-    tvdb_id: int | None = None
-    tmdb_id: int | None = None
-    imdb_id: str | None = None
-    path: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ForeignKey,
     Integer,
     MetaData,
     Numeric,
@@ -48,8 +49,6 @@ webhook_log = Table(
     Column("http_status", Integer, nullable=False),
     Column("sync_requests", Json, nullable=False),
     Column("flow_run_id", Text),
-    Column("dispatch_attempts", Integer, nullable=False),
-    Column("next_attempt_at", UTCDateTime),
 )
 
 sync_schedule = Table(
@@ -180,4 +179,48 @@ arr_items = Table(
     Column("imdb_id", Text),
     Column("path", Text),
     Column("synced_at", UTCDateTime, nullable=False),
+)
+
+dispatch_batches = Table(
+    "dispatch_batches",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("deployment", Text, nullable=False),
+    Column("lane", Text, nullable=False),
+    Column("parameters", Json, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("tags", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("flow_run_id", Text),
+    Column("state", Text),
+    Column("finished_at", UTCDateTime),
+    Column("error_message", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime),
+)
+
+webhook_requests = Table(
+    "webhook_requests",
+    metadata,
+    _id(),
+    Column("webhook_id", BigInteger, ForeignKey("webhook_log.id", ondelete="CASCADE"), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("deployment", Text, nullable=False),
+    Column("parameters", Json, nullable=False),
+    Column("ready_at", UTCDateTime, nullable=False),
+    Column("batch_id", Text),
+    Column("dispatches", Integer, nullable=False),
+    UniqueConstraint("webhook_id", "ordinal"),
+)
+
+batch_requests = Table(
+    "batch_requests",
+    metadata,
+    Column("batch_id", Text, ForeignKey("dispatch_batches.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "request_id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("webhook_requests.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
 )

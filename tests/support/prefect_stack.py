@@ -19,8 +19,8 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.schedules import IntervalSchedule
 
 from deployments.processes import VENV_BIN, prefect_env, spawn
-from deployments.schedules import PREFECT_YAML, load_defaults
 from smartplex_sync.models import WORK_POOL, Deployment
+from smartplex_sync.schedule_mirror import PREFECT_YAML, load_defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

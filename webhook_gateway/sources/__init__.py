@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from smartplex_sync.models import ParsedDelivery, Source
+from smartplex_sync.models import Source
+from smartplex_sync.requests import ParsedDelivery
 
 from . import overseerr, plex, radarr, sonarr, tautulli
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from smartplex_sync.models import Action, Deployment, ParsedDelivery, SyncRequest
+from smartplex_sync.models import Action, OverseerrRequest
+from smartplex_sync.requests import OverseerrSync, ParsedDelivery, PlexLibrarySync, SectionType, SyncRequest
 
-from ._common import event_name, optional_int, optional_object, optional_str, require_object
+from ._common import event_name, nonzero, optional_int, optional_object, optional_str, require_object
 
 TEST_EVENT = "TEST_NOTIFICATION"
 ISSUE_EVENTS = frozenset({"ISSUE_CREATED", "ISSUE_COMMENT", "ISSUE_RESOLVED", "ISSUE_REOPENED"})
@@ -41,7 +42,7 @@ REQUEST_STATUS_BY_EVENT = {
     "media.failed": "FAILED",
     "media.available": "AVAILABLE",
 }
-SECTION_TYPE_BY_MEDIA_TYPE = {"movie": "movie", "tv": "show"}
+SECTION_TYPE_BY_MEDIA_TYPE: dict[str, SectionType] = {"movie": "movie", "tv": "show"}
 
 
 @dataclass(frozen=True)
@@ -80,22 +81,21 @@ def _request_event(event: str, status: str, media: _Media, request: _Request) ->
         if section_type is None:
             notes.append("no media.media_type movie or tv: no library sync")
         else:
-            parameters = {"section_type": section_type, "mode": "incremental"}
-            requests.append(SyncRequest(Deployment.PLEX_LIBRARY_SYNC, parameters))
+            requests.append(SyncRequest(PlexLibrarySync(section_types=[section_type])))
     if request.request_id is None:
         notes.append("no request.request_id: no request update")
     else:
-        entry = {
-            "request_id": request.request_id,
-            "media_type": media.media_type,
-            "tmdb_id": media.tmdb_id,
-            "tvdb_id": media.tvdb_id,
-            "status": status,
-            "media_status": media.status,
-            "requested_by": request.requested_by,
-            "requested_by_email": request.requested_by_email,
-        }
-        requests.append(SyncRequest(Deployment.OVERSEERR_SYNC, {"requests": [entry]}))
+        entry = OverseerrRequest(
+            request_id=request.request_id,
+            media_type=media.media_type,
+            status=status,
+            tmdb_id=media.tmdb_id,
+            tvdb_id=media.tvdb_id,
+            media_status=media.status,
+            requested_by=request.requested_by,
+            requested_by_email=request.requested_by_email,
+        )
+        requests.append(SyncRequest(OverseerrSync(requests=[entry])))
     note = "; ".join(notes) or None
     if not requests:
         return ParsedDelivery(event, action=Action.RECORDED, note=note)
@@ -107,8 +107,8 @@ def _read_media(delivery: dict[str, Any], event: str) -> _Media:
     media_type = optional_str(media, "media_type", event, where="media.")
     return _Media(
         media_type=media_type if media_type in SECTION_TYPE_BY_MEDIA_TYPE else None,
-        tmdb_id=optional_int(media, "tmdbId", event, where="media."),
-        tvdb_id=optional_int(media, "tvdbId", event, where="media."),
+        tmdb_id=nonzero(optional_int(media, "tmdbId", event, where="media.")),
+        tvdb_id=nonzero(optional_int(media, "tvdbId", event, where="media.")),
         status=optional_str(media, "status", event, where="media."),
     )
 

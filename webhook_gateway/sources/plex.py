@@ -5,7 +5,7 @@
   guide's curl example) it syncs that one item. Streaming items from `tv.plex.provider.vod` and payloads
   without `Metadata`, and items of music or photo libraries (`librarySectionType` artist / photo), are
   ignored with a note.
-- `media.scrobble` (watched past 90%) asks for a Tautulli sync of the last 7 days: Tautulli, not Plex,
+- `media.scrobble` (watched past 90%) asks for a Tautulli sync of the last 7 days (the default window): Tautulli, not Plex,
   keeps the watch history.
 - Every other event (playback, ratings, on deck, admin.*, device.new, playback.started) is ignored.
   Nothing else is read, so a `rating` sent as a string, a missing `Player` or `Metadata` never fails.
@@ -18,12 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from smartplex_sync.models import Action, Deployment, ParsedDelivery, SyncRequest
+from smartplex_sync.models import Action
+from smartplex_sync.requests import ParsedDelivery, PlexLibrarySync, SyncRequest, TautulliSync
 
 from ._common import event_name, optional_int, optional_object, optional_str, require_object
-
-WATCH_HISTORY_DAYS = 7
-
 
 STREAMING_SERVER = "tv.plex.provider.vod"
 SYNCED_SECTION_TYPES = ("movie", "show")
@@ -47,7 +45,7 @@ def parse(payload: Any) -> ParsedDelivery:
     if event == "library.new":
         return _library_new(_read_new_item(delivery, event), event)
     if event == "media.scrobble":
-        return ParsedDelivery(event, (SyncRequest(Deployment.TAUTULLI_SYNC, {"days": WATCH_HISTORY_DAYS}),))
+        return ParsedDelivery(event, (SyncRequest(TautulliSync()),))
     return ParsedDelivery(event, action=Action.IGNORED)
 
 
@@ -68,11 +66,9 @@ def _library_new(item: _NewItem, event: str) -> ParsedDelivery:
         return ParsedDelivery(event, action=Action.IGNORED, note=note)
     if item.section_id is None and item.rating_key and item.server_uuid != STREAMING_SERVER:
         # No section (the seed guide's curl example): sync just that item; the flow finds its section.
-        parameters = {"rating_key": item.rating_key, "mode": "incremental"}
-        return ParsedDelivery(event, (SyncRequest(Deployment.PLEX_LIBRARY_SYNC, parameters),))
+        return ParsedDelivery(event, (SyncRequest(PlexLibrarySync(rating_keys=[item.rating_key])),))
     if item.section_id is None:
         origin = f" (server {item.server_uuid})" if item.server_uuid else ""
         note = f"no Metadata.librarySectionID{origin}: not a library item, nothing to sync"
         return ParsedDelivery(event, action=Action.IGNORED, note=note)
-    parameters = {"section_ids": [item.section_id], "mode": "incremental"}
-    return ParsedDelivery(event, (SyncRequest(Deployment.PLEX_LIBRARY_SYNC, parameters),))
+    return ParsedDelivery(event, (SyncRequest(PlexLibrarySync(section_ids=[item.section_id])),))

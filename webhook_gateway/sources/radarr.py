@@ -13,11 +13,11 @@ See `_common` for the status codes of bad input; a Download without a `movie` ob
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, Deployment, ParsedDelivery, SyncRequest
+from smartplex_sync.models import Action, ArrItem
+from smartplex_sync.requests import ParsedDelivery, PlexLibrarySync, RadarrSync, SyncRequest
 
 from ._common import (
     event_name,
@@ -33,14 +33,6 @@ from ._common import (
 DOWNLOAD_EVENTS = frozenset({"Download", "Upgrade"})
 
 
-@dataclass(frozen=True)
-class _Movie:
-    id: int
-    title: str
-    tmdb_id: int | None
-    imdb_id: str | None
-
-
 def parse(payload: Any) -> ParsedDelivery:
     delivery = require_object(payload)
     event = event_name(delivery, "eventType")
@@ -50,24 +42,24 @@ def parse(payload: Any) -> ParsedDelivery:
         return ParsedDelivery(event, action=Action.IGNORED)
     movie = _read_movie(delivery, event)
     requests = (
-        SyncRequest(
-            Deployment.PLEX_LIBRARY_SYNC,
-            {"section_type": "movie", "mode": "incremental"},
-            wait_for_plex_scan=True,  # the file is imported; Plex has yet to scan it
-        ),
-        SyncRequest(Deployment.RADARR_SYNC, {"movies": [asdict(movie)]}),
+        # The file is imported; Plex has yet to scan it.
+        SyncRequest(PlexLibrarySync(section_types=["movie"]), wait_for_plex_scan=True),
+        SyncRequest(RadarrSync(movies=[movie])),
     )
     upgrade = event == "Upgrade" or optional_bool(delivery, "isUpgrade", event)
     return ParsedDelivery(event, requests, note="upgrade" if upgrade else "new file")
 
 
-def _read_movie(delivery: dict[str, Any], event: str) -> _Movie:
+def _read_movie(delivery: dict[str, Any], event: str) -> ArrItem:
     movie = optional_object(delivery, "movie", event)
     if movie is None:
         raise PayloadError(f"{event} without a movie object", status_code=422, event_type=event)
-    return _Movie(
-        id=required_int(movie, "id", event, where="movie."),
-        title=optional_str(movie, "title", event, where="movie.") or "",
+    movie_id = required_int(movie, "id", event, where="movie.")
+    return ArrItem(
+        service="radarr",
+        arr_id=movie_id,
+        title=optional_str(movie, "title", event, where="movie.") or f"movie {movie_id}",
         tmdb_id=nonzero(optional_int(movie, "tmdbId", event, where="movie.")),
         imdb_id=optional_str(movie, "imdbId", event, where="movie."),
+        path=optional_str(movie, "folderPath", event, where="movie."),
     )

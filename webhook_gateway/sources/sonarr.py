@@ -17,11 +17,11 @@ See `_common` for the status codes of bad input; a Download without a `series` o
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, Deployment, ParsedDelivery, SyncRequest
+from smartplex_sync.models import Action, ArrItem
+from smartplex_sync.requests import ParsedDelivery, PlexLibrarySync, SonarrSync, SyncRequest
 
 from ._common import (
     event_name,
@@ -37,15 +37,6 @@ from ._common import (
 DOWNLOAD_EVENTS = frozenset({"Download", "Upgrade"})
 
 
-@dataclass(frozen=True)
-class _Series:
-    id: int
-    title: str
-    tvdb_id: int | None
-    tmdb_id: int | None
-    imdb_id: str | None
-
-
 def parse(payload: Any) -> ParsedDelivery:
     delivery = require_object(payload)
     event = event_name(delivery, "eventType")
@@ -55,26 +46,26 @@ def parse(payload: Any) -> ParsedDelivery:
         return ParsedDelivery(event, action=Action.IGNORED)
     series = _read_series(delivery, event)
     requests = (
-        SyncRequest(
-            Deployment.PLEX_LIBRARY_SYNC,
-            {"section_type": "show", "mode": "incremental"},
-            wait_for_plex_scan=True,  # the file is imported; Plex has yet to scan it
-        ),
-        SyncRequest(Deployment.SONARR_SYNC, {"series": [asdict(series)]}),
+        # The file is imported; Plex has yet to scan it.
+        SyncRequest(PlexLibrarySync(section_types=["show"]), wait_for_plex_scan=True),
+        SyncRequest(SonarrSync(series=[series])),
     )
     return ParsedDelivery(event, requests, note=_download_kind(delivery, event))
 
 
-def _read_series(delivery: dict[str, Any], event: str) -> _Series:
+def _read_series(delivery: dict[str, Any], event: str) -> ArrItem:
     series = optional_object(delivery, "series", event)
     if series is None:
         raise PayloadError(f"{event} without a series object", status_code=422, event_type=event)
-    return _Series(
-        id=required_int(series, "id", event, where="series."),
-        title=optional_str(series, "title", event, where="series.") or "",
+    series_id = required_int(series, "id", event, where="series.")
+    return ArrItem(
+        service="sonarr",
+        arr_id=series_id,
+        title=optional_str(series, "title", event, where="series.") or f"series {series_id}",
         tvdb_id=nonzero(optional_int(series, "tvdbId", event, where="series.")),
         tmdb_id=nonzero(optional_int(series, "tmdbId", event, where="series.")),
         imdb_id=optional_str(series, "imdbId", event, where="series."),
+        path=optional_str(series, "path", event, where="series."),
     )
 
 

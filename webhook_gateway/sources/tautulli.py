@@ -19,11 +19,11 @@ import re
 from typing import Any
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, Deployment, ParsedDelivery, SyncRequest
+from smartplex_sync.models import Action
+from smartplex_sync.requests import DEFAULT_HISTORY_DAYS, ParsedDelivery, SyncRequest, TautulliSync
 
 from ._common import UNKNOWN_EVENT, event_name, json_type, require_object
 
-WATCH_HISTORY_DAYS = 7
 HISTORY_EVENTS = frozenset({"stop", "playback.stop", "watched", "playback.watched"})
 
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
@@ -41,10 +41,9 @@ def parse(payload: Any) -> ParsedDelivery:
         return ParsedDelivery(event, action=Action.IGNORED)
     rating_key = _rating_key(delivery, event)
     if rating_key is None:
-        request = SyncRequest(Deployment.TAUTULLI_SYNC, {"days": WATCH_HISTORY_DAYS})
-        note = f"no usable rating_key: asked for the last {WATCH_HISTORY_DAYS} days instead"
-        return ParsedDelivery(event, (request,), note=note)
-    return ParsedDelivery(event, (SyncRequest(Deployment.TAUTULLI_SYNC, {"rating_key": rating_key}),))
+        note = f"no usable rating_key: asked for the last {DEFAULT_HISTORY_DAYS} days instead"
+        return ParsedDelivery(event, (SyncRequest(TautulliSync()),), note=note)
+    return ParsedDelivery(event, (SyncRequest(TautulliSync(rating_keys=[rating_key])),))
 
 
 def _event(delivery: dict[str, Any]) -> str:

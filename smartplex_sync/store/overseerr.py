@@ -15,25 +15,8 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
+from smartplex_sync.models import OverseerrRequest
 from smartplex_sync.store.tables import media_items, overseerr_requests
-
-
-@dataclass(frozen=True)
-class OverseerrRequest:
-    """One request. `None` means "not known here" (a webhook tells less than the API): it never
-    overwrites a stored value."""
-
-    request_id: int
-    media_type: str | None  # movie | tv; a custom webhook template may leave it out
-    status: str
-    tmdb_id: int | None = None
-    tvdb_id: int | None = None
-    media_status: str | None = None
-    is_4k: bool | None = None
-    requested_by: str | None = None
-    requested_by_email: str | None = None
-    requested_at: datetime | None = None
-    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)

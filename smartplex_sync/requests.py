@@ -1,0 +1,349 @@
+"""What a delivery asks each sync deployment to do: one typed parameter model per deployment.
+
+Parsers build them, the dispatcher merges every request waiting for one deployment into one, and the
+flow takes the merged model as its only parameter (Prefect validates it). Pure: no I/O.
+
+An empty scope means "everything", as a scheduled run asks: `PlexLibrarySync()` syncs every movie and
+show section, `SonarrSync()` reads every series from Sonarr.
+
+Merging (`merge_requests`) is a union: sections, section types, rating keys, series, movies and
+Overseerr requests of all the requests, the broadest mode and the widest Tautulli window. Where two
+deliveries name the same item (an Overseerr request approved, then available), the later delivery's
+known fields win; so `merge_requests` orders the requests by delivery (`Stamp`) before folding them, and
+the result depends only on what was asked, never on the order it was read in. No item is ever dropped.
+
+Older `webhook_log.sync_requests` rows stored plain dicts (`{"section_type": "movie"}`, `{"rating_key":
+"7"}`, `{"series": [{"id": 1, ...}]}`); every model still reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from smartplex_sync.models import Action, ArrItem, Deployment, OverseerrRequest
+
+Mode = Literal["incremental", "full"]
+SectionType = Literal["movie", "show"]
+DEFAULT_HISTORY_DAYS = 7
+"""The Tautulli window of a scheduled run, and of a delivery that names no item."""
+
+Stamp = tuple[datetime, int, int]
+"""Orders requests by delivery: (received_at, webhook_log id, position in the delivery)."""
+
+T = TypeVar("T")
+
+
+class SyncParameters(BaseModel):
+    """Base of the parameter models: frozen, strict about unknown fields, and mergeable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    deployment: ClassVar[Deployment]
+
+    def merge(self, later: Self) -> Self:
+        """The union of `self` and `later`; for an item both name, `later`'s known fields win."""
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _sorted_unique(values: Iterable[T]) -> list[T]:
+    return sorted(set(values))  # type: ignore[type-var]
+
+
+def _union_by(key: Callable[[T], Hashable], earlier: Sequence[T], later: Sequence[T]) -> list[T]:
+    """Items of both, one per key; where both have one, the later's non-None fields override."""
+    merged: dict[Hashable, T] = {key(item): item for item in earlier}
+    for item in later:
+        known = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}  # type: ignore[arg-type]
+        previous = merged.get(key(item))
+        merged[key(item)] = (
+            dataclasses.replace(previous, **{k: v for k, v in known.items() if v is not None})  # type: ignore[type-var]
+            if previous is not None
+            else item
+        )
+    return [merged[k] for k in sorted(merged)]  # type: ignore[type-var]
+
+
+class PlexLibrarySync(SyncParameters):
+    """Plex library → media_items: sections (by id or by type, or all of them) and single items.
+
+    `mode` applies to the sections: `incremental` lists what changed since the section's watermark,
+    `full` lists everything and removes what Plex no longer has. `rating_keys` are synced item by item
+    (with their seasons and episodes), in one request for all of them.
+    """
+
+    deployment: ClassVar[Deployment] = Deployment.PLEX_LIBRARY_SYNC
+    mode: Mode = "incremental"
+    all_sections: bool = Field(False, description="Every movie and show section of the server.")
+    section_ids: list[int] = Field(default_factory=list, description="Sections by librarySectionID.")
+    section_types: list[SectionType] = Field(default_factory=list, description="Every section of a type.")
+    rating_keys: list[str] = Field(default_factory=list, description="Single items (and their children).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any) -> Any:
+        """Older rows' `section_type` / `rating_key`; nothing selected means every section."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        section_types = list(data.pop("section_types", None) or [])
+        if (section_type := data.pop("section_type", None)) is not None:
+            section_types.append(section_type)
+        rating_keys = [str(k) for k in data.pop("rating_keys", None) or []]
+        if (rating_key := data.pop("rating_key", None)) is not None:
+            rating_keys.append(str(rating_key))
+        section_ids = list(data.pop("section_ids", None) or [])
+        everything = bool(data.pop("all_sections", False)) or not (
+            section_ids or section_types or rating_keys
+        )
+        if everything:
+            section_ids, section_types = [], []
+        return {
+            **data,
+            "all_sections": everything,
+            "section_ids": section_ids,
+            "section_types": section_types,
+            "rating_keys": rating_keys,
+        }
+
+    @field_validator("section_ids", "section_types", "rating_keys")
+    @classmethod
+    def _canonical(cls, values: list[Any]) -> list[Any]:
+        return _sorted_unique(values)
+
+    def merge(self, later: PlexLibrarySync) -> PlexLibrarySync:
+        return PlexLibrarySync(
+            mode="full" if "full" in (self.mode, later.mode) else "incremental",
+            all_sections=self.all_sections or later.all_sections,
+            section_ids=[*self.section_ids, *later.section_ids],
+            section_types=[*self.section_types, *later.section_types],
+            rating_keys=[*self.rating_keys, *later.rating_keys],
+        )
+
+    @property
+    def syncs_sections(self) -> bool:
+        return self.all_sections or bool(self.section_ids or self.section_types)
+
+
+def _broadest_window(first: int | None, second: int | None) -> int | None:
+    """Days of history: None asks for no window, 0 for all history, otherwise the larger wins."""
+    if first is None or second is None:
+        return second if first is None else first
+    return 0 if 0 in (first, second) else max(first, second)
+
+
+class TautulliSync(SyncParameters):
+    """Tautulli history → watch_history and play totals: a window of days, and single items.
+
+    `days` 0 is all history (a first backfill); None asks for no window. `rating_keys` fetch every play of
+    those items in one request. With neither, the last DEFAULT_HISTORY_DAYS days.
+    """
+
+    deployment: ClassVar[Deployment] = Deployment.TAUTULLI_SYNC
+    days: int | None = Field(None, ge=0, description="Plays of the last N days; 0 for all history.")
+    rating_keys: list[str] = Field(default_factory=list, description="Every play of these items.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any) -> Any:
+        """Older rows' `rating_key`; asking for nothing means the default window."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        rating_keys = [str(k) for k in data.pop("rating_keys", None) or []]
+        if (rating_key := data.pop("rating_key", None)) is not None:
+            rating_keys.append(str(rating_key))
+        if data.get("days") is None and not rating_keys:
+            data["days"] = DEFAULT_HISTORY_DAYS
+        return {**data, "rating_keys": rating_keys}
+
+    @field_validator("rating_keys")
+    @classmethod
+    def _canonical(cls, values: list[str]) -> list[str]:
+        return _sorted_unique(values)
+
+    def merge(self, later: TautulliSync) -> TautulliSync:
+        return TautulliSync(
+            days=_broadest_window(self.days, later.days), rating_keys=[*self.rating_keys, *later.rating_keys]
+        )
+
+
+def _read_arr_items(service: str, items: Any) -> Any:
+    """Older rows named items `{"id", "title", "tvdb_id", ...}`; today's are ArrItems."""
+    if not isinstance(items, list):
+        return items
+    read = []
+    for item in items:
+        if isinstance(item, dict) and "arr_id" not in item and "id" in item:
+            item = {"service": service, "arr_id": item["id"], **{k: v for k, v in item.items() if k != "id"}}
+        read.append(item)
+    return read
+
+
+def _arr_key(item: ArrItem) -> int:
+    return item.arr_id
+
+
+def _merge_items(
+    earlier: list[T] | None, later: list[T] | None, key: Callable[[T], Hashable]
+) -> list[T] | None:
+    """None (everything) absorbs any list; two lists unite by `key`."""
+    if earlier is None or later is None:
+        return None
+    return _union_by(key, earlier, later)
+
+
+class SonarrSync(SyncParameters):
+    """Sonarr series → arr_items and media_items' sonarr_series_id: the series webhooks named (Sonarr is not
+    called), or with `series` None every series Sonarr has."""
+
+    deployment: ClassVar[Deployment] = Deployment.SONARR_SYNC
+    series: list[ArrItem] | None = Field(None, description="None: every series Sonarr has.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "series" in data:
+            return {**data, "series": _read_arr_items("sonarr", data["series"])}
+        return data
+
+    @field_validator("series")
+    @classmethod
+    def _canonical(cls, values: list[ArrItem] | None) -> list[ArrItem] | None:
+        return None if values is None else _union_by(_arr_key, [], values)
+
+    def merge(self, later: SonarrSync) -> SonarrSync:
+        return SonarrSync(series=_merge_items(self.series, later.series, _arr_key))
+
+
+class RadarrSync(SyncParameters):
+    """Radarr movies → arr_items and media_items' radarr_movie_id: the movies webhooks named (Radarr is not
+    called), or with `movies` None every movie Radarr has."""
+
+    deployment: ClassVar[Deployment] = Deployment.RADARR_SYNC
+    movies: list[ArrItem] | None = Field(None, description="None: every movie Radarr has.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "movies" in data:
+            return {**data, "movies": _read_arr_items("radarr", data["movies"])}
+        return data
+
+    @field_validator("movies")
+    @classmethod
+    def _canonical(cls, values: list[ArrItem] | None) -> list[ArrItem] | None:
+        return None if values is None else _union_by(_arr_key, [], values)
+
+    def merge(self, later: RadarrSync) -> RadarrSync:
+        return RadarrSync(movies=_merge_items(self.movies, later.movies, _arr_key))
+
+
+def _request_key(request: OverseerrRequest) -> int:
+    return request.request_id
+
+
+class OverseerrSync(SyncParameters):
+    """Overseerr requests → overseerr_requests: the requests webhooks named, with what they told (Overseerr
+    is not called), or with `requests` None every request Overseerr has."""
+
+    deployment: ClassVar[Deployment] = Deployment.OVERSEERR_SYNC
+    requests: list[OverseerrRequest] | None = Field(None, description="None: every request Overseerr has.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any) -> Any:
+        """Older rows could leave `status` out; the flow read that as PENDING."""
+        if isinstance(data, dict) and isinstance(data.get("requests"), list):
+            requests = [
+                {**r, "status": str(r.get("status") or "PENDING").upper()} if isinstance(r, dict) else r
+                for r in data["requests"]
+            ]
+            return {**data, "requests": requests}
+        return data
+
+    @field_validator("requests")
+    @classmethod
+    def _canonical(cls, values: list[OverseerrRequest] | None) -> list[OverseerrRequest] | None:
+        return None if values is None else _union_by(_request_key, [], values)
+
+    def merge(self, later: OverseerrSync) -> OverseerrSync:
+        return OverseerrSync(requests=_merge_items(self.requests, later.requests, _request_key))
+
+
+PARAMETERS: dict[Deployment, type[SyncParameters]] = {
+    model.deployment: model
+    for model in (PlexLibrarySync, TautulliSync, SonarrSync, RadarrSync, OverseerrSync)
+}
+"""The parameter model of every deployment a webhook can ask for."""
+
+
+def merge_requests(requests: Iterable[tuple[Stamp, SyncParameters]]) -> SyncParameters:
+    """One deployment's requests as one: folded in delivery order, so later deliveries win per item."""
+    ordered = sorted(requests, key=lambda stamped: stamped[0])
+    if not ordered:
+        raise ValueError("nothing to merge")
+    merged = ordered[0][1]
+    for _, parameters in ordered[1:]:
+        if type(parameters) is not type(merged):
+            raise TypeError(f"cannot merge {type(parameters).__name__} into {type(merged).__name__}")
+        merged = merged.merge(parameters)
+    return merged
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """One deployment run a delivery asks for. `wait_for_plex_scan` holds it back
+    SMARTPLEX_PLEX_SCAN_GRACE_SECONDS: Sonarr and Radarr post `Download` as soon as a file is imported, and
+    Plex lists it only after its own scan."""
+
+    parameters: SyncParameters
+    wait_for_plex_scan: bool = False
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.parameters.deployment
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment.value,
+            "parameters": self.parameters.to_json(),
+            "wait_for_plex_scan": self.wait_for_plex_scan,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SyncRequest:
+        """Today's rows and older ones (plain parameter dicts, a `coalesce` flag that is now ignored)."""
+        model = PARAMETERS[Deployment(data["deployment"])]
+        return cls(model.model_validate(data.get("parameters") or {}), bool(data.get("wait_for_plex_scan")))
+
+
+@dataclass(frozen=True)
+class ParsedDelivery:
+    """What a source made of one delivery: its event name and the syncs it asks for.
+
+    `action` is set when it asks for none (ignored, recorded only, a test event).
+    """
+
+    event_type: str
+    requests: tuple[SyncRequest, ...] = ()
+    action: Action | None = None
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.requests and self.action is None:
+            raise ValueError("a delivery without sync requests needs an action")
+
+    @property
+    def action_label(self) -> str:
+        if self.requests:
+            return ",".join(dict.fromkeys(r.deployment.value for r in self.requests))
+        assert self.action is not None
+        return self.action.value
