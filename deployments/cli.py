@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -47,10 +48,10 @@ def migrate() -> None:
 @app.command()
 def run() -> None:
     """Run the whole stack: migrations, Prefect server (unless PREFECT_API_URL is set), deployments,
-    a worker and the webhook gateway. Ctrl-C stops everything it started."""
-    from deployments.stack import run_stack
-
-    raise typer.Exit(run_stack(get_settings()))
+    a worker and the webhook gateway, restarting any that dies. Ctrl-C stops everything it started."""
+    # The supervisor stays up as long as the stack: replace this process (Typer, SQLAlchemy, settings) by
+    # a fresh interpreter that imports only what watching processes needs (deployments/stack.py).
+    os.execv(sys.executable, [sys.executable, "-m", "deployments.stack"])
 
 
 schedules_app = typer.Typer(

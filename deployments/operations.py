@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -419,6 +422,53 @@ def last_webhooks(engine: Engine) -> dict[str, LastWebhook]:
     }
 
 
+def stack_checks(state: dict[str, Any] | None, supervisor_alive: bool) -> list[Check]:
+    """`make run`'s processes as its supervisor last wrote them (`<data dir>/stack.json`): one line each, with
+    its restarts and last exit. A process waiting to be started again fails the check."""
+    if state is None:
+        return [Check(None, "make run: not started with this data dir (no stack.json)")]
+    if not supervisor_alive or state.get("status") == "stopped":
+        return [Check(None, f"make run: not running (last update {state.get('updated_at', '?')})")]
+    checks = []
+    for name, process in state.get("processes", {}).items():
+        restarts = process.get("restarts", 0)
+        history = f"{restarts} restart{'' if restarts == 1 else 's'}"
+        if process.get("last_exit"):
+            history += f", last exit: {process['last_exit']} at {process.get('last_exit_at')}"
+        if process.get("running"):
+            label = f"{name}: running (pid {process.get('pid')}) since {process.get('started_at')}, {history}"
+            checks.append(Check(True, label))
+        else:
+            label = f"{name}: down, waiting to be started again ({history})"
+            checks.append(Check(False, label, f"read {process.get('log')}"))
+    return checks
+
+
+def check_stack(data_dir: Path) -> list[Check]:
+    path = data_dir / "stack.json"
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return stack_checks(None, False)
+    except (OSError, ValueError) as exc:
+        return [
+            Check(False, f"make run: cannot read {path}: {exc}", f"delete {path}; make run writes it again")
+        ]
+    return stack_checks(state, _process_alive(state.get("supervisor_pid")))
+
+
+def _process_alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 async def run_doctor(settings: Settings, engine: Engine, api_url: str | None) -> list[Check]:
     """Every check, in order; Prefect's own checks are skipped when it cannot be reached."""
     from prefect.client.orchestration import get_client
@@ -437,4 +487,5 @@ async def run_doctor(settings: Settings, engine: Engine, api_url: str | None) ->
         now = utcnow()
         found = await asyncio.to_thread(last_webhooks, engine)
         checks.extend(webhook_check(source, found.get(source.value), now) for source in Source)
+    checks.extend(check_stack(settings.data_dir))
     return checks

@@ -4,190 +4,224 @@
 2. start a Prefect server (its own SQLite under the data dir) unless PREFECT_API_URL names one;
 3. create the `smartplex` process work pool and register every deployment of prefect.yaml, then put back
    the schedules that sync_schedule recorded (a deploy resets them to the file's defaults);
-4. without SMARTPLEX_PLEX_URL: start the simulated Plex and Tautulli (demo mode, clearly labelled);
-5. start a Prefect worker and the webhook gateway.
-Ctrl-C or SIGTERM stops every process it started (SIGKILL after a grace period); if one dies, all stop.
+4. without SMARTPLEX_PLEX_URL: start the simulated services on a fixed loopback port (demo mode);
+5. start a Prefect worker and the webhook gateway;
+6. watch them: a child that dies is started again after 1, 2, 4 … 60 s (back to 1 s once it has stayed up
+   for a minute), logged, and counted in `<data dir>/stack.json`, which `smartplex-sync doctor` reads.
+
+Ctrl-C or SIGTERM stops every process it started, and the orphans they left (SIGKILL after a grace period).
+
+This process lives as long as the stack, so it imports nothing but the standard library and
+`deployments.processes`: steps 1 and 3 run in short-lived `python -m deployments.bootstrap` processes,
+which import the settings, SQLAlchemy and Prefect and then exit.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import FrameType
-
-from prefect.client.orchestration import PrefectClient
+from typing import Any
 
 from deployments.processes import (
     VENV_BIN,
-    WORKER_TUNING,
+    Child,
+    StateFile,
+    become_subreaper,
+    descendants,
+    environment,
+    free_port,
+    kill_pids,
     prefect_env,
-    spawn,
-    start_prefect_server,
+    prefect_server_command,
+    reap_adopted,
     stop,
-    tuned,
+    stop_pids,
     wait_until_healthy,
 )
-from smartplex_sync.migrate import migrate
-from smartplex_sync.models import WORK_POOL
-from smartplex_sync.schedule_mirror import mirror_once
-from smartplex_sync.settings import Settings
-from smartplex_sync.store import get_engine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CHILD_VARIABLE = "SMARTPLEX_RUN_CHILD"  # in each child's environment: tells its leftovers apart from others'
+WORKER = "worker"
+WATCH_SECONDS = 0.5
+REAP_EVERY = 20  # watch ticks between two sweeps for exited orphans (10 s)
 log = logging.getLogger("smartplex.run")
 
 
 class Stack:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.data_dir = settings.data_dir.resolve()
-        self.logs = self.data_dir / "logs"
-        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self.state: StateFile | None = None
+        self.data_dir: Path | None = None
+        self.own_server = False
+        self.prefect_env: dict[str, str] = {}  # what the workers and the Prefect steps get
+        self.cut_off_runs: set[str] = set()  # flow runs whose process died with the worker
 
-    def child_env(self, api_url: str) -> dict[str, str]:
+    def bootstrap(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Run a one-off step (`deployments/bootstrap.py`); its log goes to our stderr, its answer is stdout."""
+        result = subprocess.run(
+            [sys.executable, "-m", "deployments.bootstrap", *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"`{args[0]}` step failed with exit code {result.returncode} (see above)")
+        return result.stdout
+
+    def add(self, name: str, args: list[str], env: dict[str, str], cwd: Path | None = REPO_ROOT) -> Child:
+        assert self.data_dir is not None and self.state is not None
+        child = Child(name, args, {**env, CHILD_VARIABLE: name}, self.data_dir / "logs" / f"{name}.log", cwd)
+        self.children.append(child)
+        child.start()  # a stop that lands before this returns still finds the process: down() sweeps orphans
+        log.info("started %s (pid %s, log %s)", name, child.process.pid, child.log_path)  # type: ignore[union-attr]
+        self.state.write(self.children, "starting")
+        return child
+
+    def up(self) -> None:
+        plan: dict[str, Any] = json.loads(self.bootstrap("database"))
+        self.data_dir = Path(plan["data_dir"])
+        self.state = StateFile(self.data_dir / "stack.json")
+
+        api_url = plan["prefect_api_url"]
+        self.own_server = own_server = not api_url
+        if own_server:
+            log.info("starting a Prefect server on port %s (about 15 s)", plan["prefect_port"])
+            args, server_env, api_url = prefect_server_command(
+                self.data_dir / "prefect", plan["prefect_port"]
+            )
+            server = self.add("prefect-server", args, server_env, cwd=None)
+            wait_until_healthy(f"{api_url}/health", timeout=240, process=server.process)
+        else:
+            log.info("using the Prefect server at %s", api_url)
+
         env = prefect_env(api_url)
         env["PWD"] = str(REPO_ROOT)  # prefect.yaml's pull step runs flows from here
         env["SMARTPLEX_DATA_DIR"] = str(self.data_dir)
-        env["SMARTPLEX_DATABASE_URL"] = self.settings.sqlalchemy_url
-        return env
+        env["SMARTPLEX_DATABASE_URL"] = plan["database_url"]
+        self.prefect_env = env
+        self.bootstrap("prefect", *(["--own-server"] if own_server else []), env=env, cwd=REPO_ROOT)
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        process = spawn(args, env, self.logs / f"{name}.log", cwd=REPO_ROOT)
-        self.processes.append((name, process))
-        log.info("started %s (pid %s, log %s)", name, process.pid, self.logs / f"{name}.log")
-        return process
-
-    def prefect(
-        self, env: dict[str, str], *args: str, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(VENV_BIN / "prefect"), *args],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=check,
-        )
-
-    def up(self) -> None:
-        applied = migrate(get_engine(self.settings.sqlalchemy_url))
-        log.info(
-            "database %s: %s", self.settings.sqlalchemy_url, f"applied {applied}" if applied else "up to date"
-        )
-
-        api_url = self.settings.prefect_api_url
-        if api_url:
-            log.info("using the Prefect server at %s", api_url)
-        else:
-            log.info("starting a Prefect server on port %s (about 15 s)", self.settings.prefect_port)
-            server, api_url = start_prefect_server(
-                self.data_dir / "prefect", self.settings.prefect_port, self.logs / "prefect-server.log"
-            )
-            self.processes.append(("prefect-server", server))
-        env = self.child_env(api_url)
-
-        pool = WORK_POOL
-        if self.prefect(env, "work-pool", "inspect", pool, check=False).returncode != 0:
-            self.prefect(env, "work-pool", "create", pool, "--type", "process")
-        deployed = self.prefect(env, "--no-prompt", "deploy", "--all", check=False)
-        if deployed.returncode != 0:
-            raise RuntimeError(f"prefect deploy --all failed:\n{deployed.stdout}\n{deployed.stderr}")
-        self.restore_schedules(api_url)
-        if not self.settings.prefect_api_url:  # our own server: no other worker can be running its runs
-            for name in asyncio.run(_retry_interrupted_runs(api_url)):
-                log.warning("run %s was cut off by the last stop; it will run again", name)
-
-        if self.settings.plex_url is None:
-            demo = self.start("demo-services", [sys.executable, "-m", "simulators.demo"], env)
-            demo_env = self.wait_for_demo(demo)
-            env.update(demo_env)
+        if plan["demo"]:
+            port = str(free_port())  # fixed for the life of the stack: a restarted demo keeps its URLs
+            demo = self.add("demo-services", [sys.executable, "-m", "simulators.demo", "--port", port], env)
+            env.update(self.wait_for_demo(demo))
             log.warning("DEMO MODE: no SMARTPLEX_PLEX_URL set; syncing against simulated Plex and Tautulli")
 
-        worker_env = tuned(env, WORKER_TUNING)
-        self.start("worker", [str(VENV_BIN / "prefect"), "worker", "start", "--pool", pool], worker_env)
-        host, port = self.settings.gateway_host, str(self.settings.gateway_port)
-        gateway = self.start(
-            "gateway",
-            [sys.executable, "-m", "webhook_gateway"],
-            env,
-        )
-        wait_until_healthy(f"http://{host}:{port}/healthz", timeout=60, process=gateway)
+        self.add(WORKER, [str(VENV_BIN / "prefect"), "worker", "start", "--pool", plan["work_pool"]], env)
+        gateway = self.add("gateway", [sys.executable, "-m", "webhook_gateway"], env)
+        wait_until_healthy(f"{plan['gateway_url']}/healthz", timeout=60, process=gateway.process)
+        self.state.write(self.children, "running")
         ui = api_url.removesuffix("/api")
-        log.info("ready: webhooks at http://%s:%s/api/webhooks/<service>, Prefect UI at %s", host, port, ui)
+        log.info("ready: webhooks at %s/api/webhooks/<service>, Prefect UI at %s", plan["gateway_url"], ui)
 
-    def restore_schedules(self, api_url: str) -> None:
-        """Deploying resets schedules to prefect.yaml's; put back what sync_schedule recorded."""
-        engine = get_engine(self.settings.sqlalchemy_url)
-
-        async def apply() -> None:
-            async with PrefectClient(api_url) as client:
-                report = await mirror_once(engine, client, restore=True)
-            for line in report.lines():
-                log.info("schedule %s", line)
-
-        asyncio.run(apply())
-
-    def wait_for_demo(self, demo: subprocess.Popen[bytes]) -> dict[str, str]:
+    def wait_for_demo(self, demo: Child) -> dict[str, str]:
         """The demo services write the settings that point at them to data/demo.env once they listen."""
+        assert self.data_dir is not None and demo.process is not None
         env_file = self.data_dir / "demo.env"
         env_file.unlink(missing_ok=True)
         deadline = time.monotonic() + 60
         while not env_file.exists():
-            if demo.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"demo services did not start; see {self.logs / 'demo-services.log'}")
+            if demo.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"demo services did not start; see {demo.log_path}")
             time.sleep(0.2)
         pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
         return {key: value for key, value in pairs}
 
-    def watch(self) -> int:
-        """Block until a signal or until a child dies; 0 for a requested stop."""
-        while True:
-            for name, process in self.processes:
-                if process.poll() is not None:
-                    log.error(
-                        "%s exited with %s; stopping the stack (see %s)", name, process.returncode, self.logs
-                    )
-                    return 1
-            time.sleep(0.5)
+    def watch(self) -> None:
+        """Restart children that die, with backoff, until a signal stops the stack."""
+        assert self.state is not None
+        for tick in range(sys.maxsize):
+            if self.check_children(time.monotonic()):
+                self.state.write(self.children, "running")
+            if tick % REAP_EVERY == 0:
+                reap_adopted([child.process.pid for child in self.children if child.process])
+            time.sleep(WATCH_SECONDS)
+
+    def check_children(self, now: float) -> bool:
+        """One round: note the children that died, start again those whose backoff is over. True on change."""
+        changed = False
+        for child in self.children:
+            assert child.process is not None
+            if child.restart_due is None and child.process.poll() is not None:
+                delay = child.died(now)
+                log.error(
+                    "%s (pid %s) ended: %s; starting it again in %.0f s (see %s)",
+                    child.name,
+                    child.process.pid,
+                    child.last_exit,
+                    delay,
+                    child.log_path,
+                )
+                self.kill_leftovers(child)
+                changed = True
+            elif child.restart_due is not None and now >= child.restart_due:
+                if child.name == WORKER:
+                    self.retry_cut_off_runs()
+                child.restarts += 1
+                child.start()
+                log.warning(
+                    "restarted %s (pid %s, restart %d)", child.name, child.process.pid, child.restarts
+                )
+                changed = True
+        return changed
+
+    def kill_leftovers(self, child: Child) -> None:
+        """What a dead child started and left behind (a worker's flow runs) goes with it, as a process
+        manager stops a whole service; the flow runs among them are noted to be run again."""
+        leftovers = [
+            pid for pid in descendants(os.getpid()) if environment(pid).get(CHILD_VARIABLE) == child.name
+        ]
+        if not leftovers:
+            return
+        runs = {environment(pid).get("PREFECT__FLOW_RUN_ID") for pid in leftovers} - {None}
+        self.cut_off_runs.update(run for run in runs if run)
+        kill_pids(leftovers)
+        log.warning("killed %d process(es) %s left: %s", len(leftovers), child.name, leftovers)
+
+    def retry_cut_off_runs(self) -> None:
+        """Before a new worker starts: the runs its predecessor left pending or running are retried (with a
+        Prefect server of our own, every such run: no other worker can hold them)."""
+        if not self.own_server and not self.cut_off_runs:
+            return
+        runs = [arg for run in sorted(self.cut_off_runs) for arg in ("--flow-run", run)]
+        own = ["--own-server"] if self.own_server else []
+        try:
+            self.bootstrap("recover", *own, *runs, env=self.prefect_env, cwd=REPO_ROOT, timeout=120)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            log.warning(
+                "could not retry the runs the worker left (%s); the next start of the stack will", exc
+            )
+        else:
+            self.cut_off_runs.clear()
 
     def down(self) -> None:
-        for name, process in reversed(self.processes):
-            log.info("stopping %s", name)
-            stop(process)
-        (self.data_dir / "demo.env").unlink(missing_ok=True)
-
-
-async def _retry_interrupted_runs(api_url: str) -> list[str]:
-    """Runs left pending or running by a stop (the worker died mid-run or mid-submission) hold their
-    deployment's concurrency slot and would never finish. Mark them crashed (which frees the slot) and
-    then awaiting retry, so the new worker runs them again; syncs are idempotent. Runs someone was
-    cancelling are marked cancelled. Returns the names of the runs retried."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-    from prefect.states import AwaitingRetry, Cancelled, Crashed
-
-    interrupted = FlowRunFilter(
-        state=FlowRunFilterState(
-            type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING])
-        )
-    )
-    retried = []
-    async with PrefectClient(api_url) as client:
-        for run in await client.read_flow_runs(flow_run_filter=interrupted):
-            if run.state_type is StateType.CANCELLING:
-                await client.set_flow_run_state(
-                    run.id, Cancelled(message="cancelled while the stack stopped")
-                )
-                continue
-            await client.set_flow_run_state(run.id, Crashed(message="interrupted when the stack stopped"))
-            await client.set_flow_run_state(run.id, AwaitingRetry(message="run again after a restart"))
-            retried.append(run.name)
-    return retried
+        for child in reversed(self.children):
+            if child.process is not None and child.process.poll() is None:
+                log.info("stopping %s", child.name)
+                stop(child.process)
+        orphans = descendants(os.getpid())  # e.g. a flow run whose worker died earlier and was restarted
+        if orphans:
+            log.info("stopping %d leftover process(es) of earlier children: %s", len(orphans), orphans)
+            stop_pids(orphans)
+        if self.state is not None:
+            self.state.write(self.children, "stopped")
+        if self.data_dir is not None:
+            (self.data_dir / "demo.env").unlink(missing_ok=True)
 
 
 class _Stop(Exception):
@@ -198,19 +232,28 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def run_stack(settings: Settings) -> int:
+def run_stack() -> int:
+    """Start the stack and keep it up until Ctrl-C / SIGTERM (exit 0); 1 when it could not start."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    stack = Stack(settings)
+    become_subreaper()
+    stack = Stack()
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     try:
         stack.up()
-        return stack.watch()
+        stack.watch()
+        return 0
     except _Stop as stop_signal:
         log.info("%s received", stop_signal)
         return 0
+    except (RuntimeError, TimeoutError) as exc:
+        log.error("the stack could not start: %s", exc)
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.down()
+
+
+if __name__ == "__main__":
+    sys.exit(run_stack())

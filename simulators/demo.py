@@ -2,15 +2,18 @@
 that makes things happen (new movies and seasons, plays) and sends the webhooks real servers would send.
 
 `make run` starts this when no SMARTPLEX_PLEX_URL is configured; the tests use `build_world` and
-`create_demo_app` to give flow runs real services to talk to. `python -m simulators.demo` serves it,
-writes the settings that point at it to `$SMARTPLEX_DATA_DIR/demo.env`, and drives it until stopped.
+`create_demo_app` to give flow runs real services to talk to. `python -m simulators.demo [--port N]` serves
+it, writes the settings that point at it to `$SMARTPLEX_DATA_DIR/demo.env`, and drives it until stopped.
+`make run` passes the same port on every restart, so the worker's settings stay true.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -184,14 +187,17 @@ class Driver:
             turn += 1
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    parser = argparse.ArgumentParser(prog="python -m simulators.demo")
+    parser.add_argument("--port", type=int, help="loopback port to serve on (default: one the OS picks)")
+    port = parser.parse_args(argv).port
     settings = get_settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     world = build_world()
-    with serve_in_thread(create_demo_app(world)) as base_url:
+    with serve_in_thread(create_demo_app(world), port) as base_url:
         env: dict[str, Any] = service_env(base_url)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         (settings.data_dir / "demo.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
@@ -202,4 +208,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

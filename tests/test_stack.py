@@ -8,7 +8,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import StateType
 from prefect.states import Pending, Running, State
 
-from deployments.stack import _retry_interrupted_runs
+from deployments.bootstrap import _retry_interrupted_runs
 from smartplex_sync.models import Deployment
 from tests.support.prefect_stack import PrefectStack
 

@@ -1,0 +1,155 @@
+"""The one-off steps of `make run`, each in a short-lived process, so that the supervisor that stays up
+(`deployments/stack.py`) never imports the settings, SQLAlchemy or Prefect.
+
+- `python -m deployments.bootstrap database`: apply the migrations, then print as JSON what the supervisor
+  needs to know from the settings (data dir, database URL, ports, demo mode);
+- `python -m deployments.bootstrap prefect [--own-server]` (PREFECT_API_URL set): create the work pool,
+  `prefect deploy --all`, put back the schedules sync_schedule recorded, and, on a server of our own,
+  retry the runs the last stop cut off;
+- `python -m deployments.bootstrap recover [--own-server] [--flow-run ID]…`: the same retry after the
+  worker died, before a new one starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from deployments.processes import VENV_BIN
+from smartplex_sync.migrate import migrate
+from smartplex_sync.models import WORK_POOL
+from smartplex_sync.settings import Settings, get_settings
+from smartplex_sync.store import get_engine
+
+log = logging.getLogger("smartplex.run")
+
+
+def plan(settings: Settings) -> dict[str, Any]:
+    """What the supervisor needs from the settings, resolved once (paths absolute)."""
+    return {
+        "data_dir": str(settings.data_dir.resolve()),
+        "database_url": settings.sqlalchemy_url,
+        "prefect_api_url": settings.prefect_api_url,
+        "prefect_port": settings.prefect_port,
+        "gateway_url": f"http://{settings.gateway_host}:{settings.gateway_port}",
+        "demo": settings.plex_url is None,
+        "work_pool": WORK_POOL,
+    }
+
+
+def prepare_database(settings: Settings) -> None:
+    applied = migrate(get_engine(settings.sqlalchemy_url))
+    log.info("database %s: %s", settings.sqlalchemy_url, f"applied {applied}" if applied else "up to date")
+
+
+def _prefect_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VENV_BIN / "prefect"), *args], capture_output=True, text=True, check=check)
+
+
+def prepare_prefect(settings: Settings, own_server: bool) -> None:
+    """Work pool, deployments, schedules, and (own server only) the runs a stop cut off."""
+    if _prefect_cli("work-pool", "inspect", WORK_POOL, check=False).returncode != 0:
+        _prefect_cli("work-pool", "create", WORK_POOL, "--type", "process")
+    deployed = _prefect_cli("--no-prompt", "deploy", "--all", check=False)
+    if deployed.returncode != 0:
+        raise RuntimeError(f"prefect deploy --all failed:\n{deployed.stdout}\n{deployed.stderr}")
+    asyncio.run(_restore_schedules(settings))
+    if own_server:  # no other worker can be running its runs
+        for name in asyncio.run(_retry_interrupted_runs(settings.prefect_api)):
+            log.warning("run %s was cut off by the last stop; it will run again", name)
+
+
+async def _restore_schedules(settings: Settings) -> None:
+    """Deploying resets schedules to prefect.yaml's; put back what sync_schedule recorded."""
+    from prefect.client.orchestration import PrefectClient
+
+    from smartplex_sync.schedule_mirror import mirror_once
+
+    async with PrefectClient(settings.prefect_api) as client:
+        report = await mirror_once(get_engine(settings.sqlalchemy_url), client, restore=True)
+    for line in report.lines():
+        log.info("schedule %s", line)
+
+
+async def _retry_interrupted_runs(
+    api_url: str, sweep: bool = True, cut_off: Sequence[UUID] = ()
+) -> list[str]:
+    """Runs left pending or running by a worker that died (or by a stop) hold their deployment's
+    concurrency slot and would never finish. Mark them crashed (which frees the slot) and then awaiting
+    retry, so a worker runs them again; syncs are idempotent. Runs someone was cancelling are marked
+    cancelled. Returns the names of the runs retried.
+
+    `sweep`: every pending, running or cancelling run, which is right only when no other worker can be
+    running them (a Prefect server of our own, our worker dead). `cut_off`: runs whose process the stack
+    killed, also retried if they managed to report Crashed first."""
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import AwaitingRetry, Cancelled, Crashed
+
+    interrupted = FlowRunFilter(
+        state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING])
+        )
+    )
+    retried = []
+    async with PrefectClient(api_url) as client:
+        runs = (
+            {run.id: run for run in await client.read_flow_runs(flow_run_filter=interrupted)} if sweep else {}
+        )
+        for run_id in cut_off:
+            runs.setdefault(run_id, await client.read_flow_run(run_id))
+        for run in runs.values():
+            if run.state_type is StateType.CANCELLING:
+                await client.set_flow_run_state(
+                    run.id, Cancelled(message="cancelled while the stack stopped")
+                )
+                continue
+            if run.state_type not in (StateType.PENDING, StateType.RUNNING, StateType.CRASHED):
+                continue  # it finished meanwhile
+            if run.state_type is not StateType.CRASHED:
+                await client.set_flow_run_state(run.id, Crashed(message="its worker process was stopped"))
+            await client.set_flow_run_state(run.id, AwaitingRetry(message="run again by a new worker"))
+            retried.append(run.name)
+    return retried
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(prog="python -m deployments.bootstrap")
+    steps = parser.add_subparsers(dest="step", required=True)
+    steps.add_parser("database", help="apply migrations; print the resolved settings as JSON")
+    prefect = steps.add_parser("prefect", help="work pool, deployments, schedules (PREFECT_API_URL set)")
+    prefect.add_argument("--own-server", action="store_true", help="the stack started this Prefect server")
+    recover = steps.add_parser("recover", help="retry the runs a dead worker left (PREFECT_API_URL set)")
+    recover.add_argument("--own-server", action="store_true", help="also every pending or running run")
+    recover.add_argument(
+        "--flow-run", type=UUID, action="append", default=[], help="a run whose process died"
+    )
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.step == "database":
+        prepare_database(settings)
+        print(json.dumps(plan(settings)))
+    elif args.step == "prefect":
+        prepare_prefect(settings, args.own_server)
+    else:
+        for name in asyncio.run(
+            _retry_interrupted_runs(settings.prefect_api, args.own_server, args.flow_run)
+        ):
+            log.warning("run %s was cut off when its worker died; it will run again", name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
