@@ -18,6 +18,7 @@ which import the settings, SQLAlchemy and Prefect and then exit.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -87,8 +88,8 @@ class Stack:
         assert self.data_dir is not None and self.state is not None
         child = Child(name, args, {**env, CHILD_VARIABLE: name}, self.data_dir / "logs" / f"{name}.log", cwd)
         self.children.append(child)
-        child.start()  # a stop that lands before this returns still finds the process: down() sweeps orphans
-        log.info("started %s (pid %s, log %s)", name, child.process.pid, child.log_path)  # type: ignore[union-attr]
+        process = child.start()  # a stop landing before this returns still finds it: down() sweeps orphans
+        log.info("started %s (pid %s, log %s)", name, process.pid, child.log_path)
         self.state.write(self.children, "starting")
         return child
 
@@ -145,7 +146,7 @@ class Stack:
     def watch(self) -> None:
         """Restart children that die, with backoff, until a signal stops the stack."""
         assert self.state is not None
-        for tick in range(sys.maxsize):
+        for tick in itertools.count():
             if self.check_children(time.monotonic()):
                 self.state.write(self.children, "running")
             if tick % REAP_EVERY == 0:

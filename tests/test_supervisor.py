@@ -324,6 +324,7 @@ def test_a_killed_prefect_server_comes_back_with_its_data_and_everyone_reconnect
     )
     wait_for(lambda: httpx.get(f"{stack.api_url}/health", timeout=5).is_success, 180, "Prefect healthy")
     assert httpx.get(f"{stack.api_url}/flow_runs/{earlier}", timeout=10).is_success  # SQLite data kept
+    assert (stack.data_dir / "prefect" / "concurrency_leases").is_dir()  # leases on disk, not in memory
     completed(stack, dispatched_run(stack, webhook_id, timeout=300))  # gateway and worker reconnected
 
 
