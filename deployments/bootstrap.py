@@ -19,12 +19,13 @@ import logging
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 from deployments.processes import VENV_BIN
 from smartplex_sync.migrate import migrate
-from smartplex_sync.models import WORK_POOL
+from smartplex_sync.models import WEBHOOK_TAG, WORK_POOL
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine
 
@@ -62,8 +63,7 @@ def prepare_prefect(settings: Settings, own_server: bool) -> None:
         raise RuntimeError(f"prefect deploy --all failed:\n{deployed.stdout}\n{deployed.stderr}")
     asyncio.run(_restore_schedules(settings))
     if own_server:  # no other worker can be running its runs
-        for name in asyncio.run(_retry_interrupted_runs(settings.prefect_api)):
-            log.warning("run %s was cut off by the last stop; it will run again", name)
+        asyncio.run(_retry_interrupted_runs(settings.prefect_api)).log("by the last stop")
 
 
 async def _restore_schedules(settings: Settings) -> None:
@@ -78,13 +78,28 @@ async def _restore_schedules(settings: Settings) -> None:
         log.info("schedule %s", line)
 
 
+@dataclass
+class CutOffRuns:
+    """What `_retry_interrupted_runs` did: runs set to run again, and webhook runs only marked crashed."""
+
+    retried: list[str] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)
+
+    def log(self, cause: str) -> None:
+        for name in self.retried:
+            log.warning("run %s was cut off %s; it will run again", name, cause)
+        for name in self.crashed:
+            log.warning("run %s was cut off %s; the gateway queues its deliveries again", name, cause)
+
+
 async def _retry_interrupted_runs(
     api_url: str, sweep: bool = True, cut_off: Sequence[UUID] = ()
-) -> list[str]:
+) -> CutOffRuns:
     """Runs left pending or running by a worker that died (or by a stop) hold their deployment's
-    concurrency slot and would never finish. Mark them crashed (which frees the slot) and then awaiting
-    retry, so a worker runs them again; syncs are idempotent. Runs someone was cancelling are marked
-    cancelled. Returns the names of the runs retried.
+    concurrency slot and would never finish. Mark them crashed, which frees the slot. A run the gateway's
+    dispatcher created (tagged `trigger:webhook`) stays crashed: the dispatcher sees that and queues its
+    deliveries' requests for a new run. Any other run (scheduled, manual) is set awaiting retry, so a
+    worker runs it again; syncs are idempotent. Runs someone was cancelling are marked cancelled.
 
     `sweep`: every pending, running or cancelling run, which is right only when no other worker can be
     running them (a Prefect server of our own, our worker dead). `cut_off`: runs whose process the stack
@@ -99,7 +114,7 @@ async def _retry_interrupted_runs(
             type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING])
         )
     )
-    retried = []
+    done = CutOffRuns()
     async with PrefectClient(api_url) as client:
         runs = (
             {run.id: run for run in await client.read_flow_runs(flow_run_filter=interrupted)} if sweep else {}
@@ -116,9 +131,12 @@ async def _retry_interrupted_runs(
                 continue  # it finished meanwhile
             if run.state_type is not StateType.CRASHED:
                 await client.set_flow_run_state(run.id, Crashed(message="its worker process was stopped"))
+            if WEBHOOK_TAG in run.tags:
+                done.crashed.append(run.name)
+                continue
             await client.set_flow_run_state(run.id, AwaitingRetry(message="run again by a new worker"))
-            retried.append(run.name)
-    return retried
+            done.retried.append(run.name)
+    return done
 
 
 def main(argv: list[str]) -> int:
@@ -144,10 +162,8 @@ def main(argv: list[str]) -> int:
     elif args.step == "prefect":
         prepare_prefect(settings, args.own_server)
     else:
-        for name in asyncio.run(
-            _retry_interrupted_runs(settings.prefect_api, args.own_server, args.flow_run)
-        ):
-            log.warning("run %s was cut off when its worker died; it will run again", name)
+        cut_off = _retry_interrupted_runs(settings.prefect_api, args.own_server, args.flow_run)
+        asyncio.run(cut_off).log("when its worker died")
     return 0
 
 
