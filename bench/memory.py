@@ -48,7 +48,7 @@ GOAL_MB = 450  # issue 9: the idle stack without the demo services
 # plus the old deployments/stack.py (Prefect's client, states and filters, the schedule mirror).
 OLD_SUPERVISOR_IMPORTS = (
     "deployments.cli",
-    "deployments.schedules",
+    "smartplex_sync.schedule_mirror",
     "prefect.client.orchestration",
     "prefect.client.schemas.filters",
     "prefect.states",
