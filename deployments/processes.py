@@ -40,6 +40,10 @@ def free_port() -> int:
 SERVER_TUNING = {
     # A run that finds its deployment busy asks again after this (Prefect's default: 30 s).
     "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
+    # Concurrency slots are held through leases, which Prefect keeps in memory by default: a restarted
+    # server would forget the lease of a run that never finishes and never free its slot. On disk, under
+    # PREFECT_HOME, they outlive a restart and expire as they should.
+    "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
 }
 WORKER_TUNING = {
     # How often the worker asks for runs that are due (Prefect's default: 10 s).
@@ -105,12 +109,6 @@ def prefect_server_command(home: Path, port: int) -> tuple[list[str], dict[str, 
     env = tuned(prefect_env(api_url, home), SERVER_TUNING)
     env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
     env["PREFECT_SERVER_API_PORT"] = str(port)
-    # Concurrency slots are held through leases; Prefect keeps them in memory by default, so a restarted
-    # server would forget the leases of runs that never finish and never free their slots. On disk, under
-    # PREFECT_HOME, they outlive a restart and expire as they should.
-    env.setdefault(
-        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem"
-    )
     args = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     return args, env, api_url
 

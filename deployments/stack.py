@@ -32,6 +32,7 @@ from typing import Any
 
 from deployments.processes import (
     VENV_BIN,
+    WORKER_TUNING,
     Child,
     StateFile,
     become_subreaper,
@@ -44,6 +45,7 @@ from deployments.processes import (
     reap_adopted,
     stop,
     stop_pids,
+    tuned,
     wait_until_healthy,
 )
 
@@ -123,7 +125,8 @@ class Stack:
             env.update(self.wait_for_demo(demo))
             log.warning("DEMO MODE: no SMARTPLEX_PLEX_URL set; syncing against simulated Plex and Tautulli")
 
-        self.add(WORKER, [str(VENV_BIN / "prefect"), "worker", "start", "--pool", plan["work_pool"]], env)
+        worker = [str(VENV_BIN / "prefect"), "worker", "start", "--pool", plan["work_pool"]]
+        self.add(WORKER, worker, tuned(env, WORKER_TUNING))
         gateway = self.add("gateway", [sys.executable, "-m", "webhook_gateway"], env)
         wait_until_healthy(f"{plan['gateway_url']}/healthz", timeout=60, process=gateway.process)
         self.state.write(self.children, "running")

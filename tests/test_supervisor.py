@@ -186,7 +186,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             "SMARTPLEX_GATEWAY_PORT": str(gateway_port),
             "SMARTPLEX_PREFECT_PORT": str(prefect_port),
             "PREFECT_HOME": str(root / "prefect-home"),
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
         }
     )
     output = root / "run.out"
