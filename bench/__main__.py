@@ -49,11 +49,12 @@ def sections_of(text: str) -> dict[str, str]:
 
 
 def render(previous: str, measured: dict[str, str]) -> str:
-    """The file: the header, then every benchmark's section in BENCHMARKS order, the new ones from
-    `measured` and the others as `previous` had them."""
+    """The file: the header, then every benchmark's section in BENCHMARKS order (then marked sections of
+    names no longer listed), the new ones from `measured` and the others as `previous` had them."""
     kept = sections_of(previous)
+    names = [*BENCHMARKS, *(name for name in kept if name not in BENCHMARKS)]
     parts = [header()]
-    for name in BENCHMARKS:
+    for name in names:
         section = measured.get(name) or kept.get(name)
         if section:
             parts.append(section)

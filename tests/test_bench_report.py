@@ -20,3 +20,9 @@ def test_a_section_never_measured_is_added_in_order() -> None:
     both = render(only_gateway, {"memory": wrap("memory", "## memory")})
     assert list(sections_of(both)) == ["gateway", "memory"]
     assert render(both, {}) == both  # nothing measured: the file stays as it is
+
+
+def test_a_marked_section_of_an_unlisted_benchmark_is_kept() -> None:
+    previous = render("", {}) + "\n" + wrap("retired", "## retired\n\nfigures")
+    after = render(previous, {"memory": wrap("memory", "## memory")})
+    assert list(sections_of(after)) == ["memory", "retired"]
