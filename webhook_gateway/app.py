@@ -15,13 +15,14 @@ from smartplex_sync.store import get_engine
 from webhook_gateway.deps import Gateway
 from webhook_gateway.dispatch import Dispatcher
 from webhook_gateway.routes import router
+from webhook_gateway.supabase_auth import SupabaseAdmins
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
     """The gateway. `background=False` records deliveries without dispatching them (tests, read replicas)."""
     settings = settings or get_settings()
     engine = get_engine(settings.sqlalchemy_url)
-    gateway = Gateway(settings, engine)
+    gateway = Gateway(settings, engine, supabase_admins=SupabaseAdmins.from_settings(settings, engine))
     if background:
         gateway.dispatcher = Dispatcher(engine, settings)
 
