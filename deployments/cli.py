@@ -181,9 +181,11 @@ def _when(moment: datetime | None) -> str:
 
 
 def format_deliveries(rows: list[dict[str, Any]]) -> list[str]:
-    """One aligned line per delivery, newest first as given: what `webhooks ls` prints."""
+    """One aligned line per delivery, in the order given: what `webhooks ls` prints."""
+    from deployments.operations import align
+
     header = ("id", "received (UTC)", "source", "event", "action", "http", "state", "error")
-    lines = [header]
+    lines: list[tuple[str, ...]] = [header]
     for row in rows:
         if row["http_status"] >= 400:
             state = "rejected"
@@ -204,11 +206,7 @@ def format_deliveries(rows: list[dict[str, Any]]) -> list[str]:
                 error[:80] + ("…" if len(error) > 80 else ""),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    return [
-        "  ".join([*(c.ljust(w) for c, w in zip(line, widths, strict=False)), line[-1]]).rstrip()
-        for line in lines
-    ]
+    return align(lines)
 
 
 @webhooks_app.command("ls")
