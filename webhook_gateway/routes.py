@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
@@ -148,11 +149,21 @@ for _source in Source:
     _add_webhook_route(_source)
 
 
-async def require_admin(request: Request, gateway: GatewayDep) -> None:
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="SMARTPLEX_ADMIN_TOKEN, or a SmartPlex admin's Supabase session token (docs/operations.md).",
+)
+
+
+async def require_admin(
+    request: Request,
+    gateway: GatewayDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
     """The admin endpoints: `Authorization: Bearer` with SMARTPLEX_ADMIN_TOKEN or an admin's Supabase session
     token. With neither configured, local clients only. A webhook token never opens them."""
     admin_token, supabase = gateway.settings.admin_token, gateway.supabase_admins
-    bearer = auth.bearer_token(request)
+    bearer = credentials.credentials.strip() if credentials else None
     if admin_token is not None and bearer and auth.token_matches([bearer], admin_token.get_secret_value()):
         return
     if supabase is not None and bearer and looks_like_jwt(bearer):
