@@ -237,14 +237,19 @@ def webhooks_show(webhook_id: Annotated[int, typer.Argument(help="The webhook_lo
     from smartplex_sync.store import webhooks
 
     settings = get_settings()
-    row = webhooks.get(get_engine(settings.sqlalchemy_url), webhook_id)
+    engine = get_engine(settings.sqlalchemy_url)
+    row = webhooks.get(engine, webhook_id)
     if row is None:
         typer.echo(f"no webhook {webhook_id}", err=True)
         raise typer.Exit(1)
-    row = redact(row, settings.secret_values())
+    row = redact({**row, "flow_run_ids": webhooks.flow_runs_of(engine, webhook_id)}, settings.secret_values())
     payload, requests = row.pop("payload"), row.pop("sync_requests")
     for name, value in row.items():
-        typer.echo(f"{name + ':':<19}{_when(value) if isinstance(value, datetime) else value}")
+        if isinstance(value, datetime):
+            value = _when(value)
+        elif isinstance(value, list):
+            value = ", ".join(value) or "-"
+        typer.echo(f"{name + ':':<19}{value}")
     typer.echo("sync_requests:")
     for request in requests:
         typer.echo(f"  {json.dumps(request, sort_keys=True)}")

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from deployments.cli import app, parse_since
 from simulators.serving import serve_in_thread
-from smartplex_sync.models import Deployment, SyncRequest
+from smartplex_sync.requests import RadarrSync, SyncRequest
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine, webhooks
 from smartplex_sync.store.tables import webhook_log
@@ -76,7 +76,7 @@ def test_ls_lists_newest_first_and_filters(cli: CliRunner, engine: Engine) -> No
         action="ignored",
         received_at=long_ago,
     )
-    ok = record(engine, "radarr", RADARR_DOWNLOAD, requests=[SyncRequest(Deployment.RADARR_SYNC, {})])
+    ok = record(engine, "radarr", RADARR_DOWNLOAD, requests=[SyncRequest(RadarrSync())])
     bad = record(
         engine,
         "sonarr",
@@ -120,6 +120,7 @@ def test_show_prints_the_delivery_and_never_a_secret(cli: CliRunner, engine: Eng
     assert '"apikey": "[redacted]"' in shown.output
     assert '"rating_key": "91544"' in shown.output
     assert f"id:                {row_id}" in shown.output
+    assert "flow_run_ids:" in shown.output
     assert invoke(cli, "show", "999").exit_code == 1
 
 
@@ -173,9 +174,7 @@ def test_replay_failed_since(cli: CliRunner, engine: Engine) -> None:
             .where(webhook_log.c.id == run_failed)
             .values(processed=True, error_message="flow run abc failed: Radarr answered 500")
         )
-    dispatching = record(
-        engine, "radarr", RADARR_DOWNLOAD, requests=[SyncRequest(Deployment.RADARR_SYNC, {})]
-    )
+    dispatching = record(engine, "radarr", RADARR_DOWNLOAD, requests=[SyncRequest(RadarrSync())])
     with engine.begin() as conn:
         conn.execute(
             webhook_log.update()

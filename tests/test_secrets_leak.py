@@ -31,7 +31,7 @@ from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine, make_engine
 from smartplex_sync.store.tables import metadata, webhook_log
 from tests.support.prefect_stack import PrefectStack, start_worker
-from tests.test_end_to_end import dispatched_row, finished_runs, wait_for
+from tests.test_end_to_end import dispatched_row, finished_runs, served_by, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OUR_TOKENS = {
@@ -70,7 +70,6 @@ def gateway(
         "PREFECT_LOGGING_LEVEL": "INFO",
         "SMARTPLEX_GATEWAY_PORT": str(port),
         "SMARTPLEX_DATA_DIR": str(home),
-        "SMARTPLEX_COALESCE_SECONDS": "2",
         "SMARTPLEX_PLEX_SCAN_GRACE_SECONDS": "3",
         "SMARTPLEX_DISPATCH_POLL_SECONDS": "1",
     }
@@ -219,7 +218,7 @@ def test_no_secret_reaches_a_log_a_row_an_output_or_prefect(
 
     engine = make_engine(stack.database_url)
     rows = [dispatched_row(engine, a.json()["id"]) for a in answers.values() if a.json()["sync_requests"]]
-    run_ids = {r["flow_run_id"] for row in rows for r in row["sync_requests"]}
+    run_ids = {run for row in rows for run in served_by(engine, row["id"])}
 
     outputs: dict[str, str] = {}
     replay = httpx.post(f"{gw.url}/api/webhooks/{answers['tautulli'].json()['id']}/replay", headers=ADMIN)

@@ -132,6 +132,12 @@ def find(
     return [{**row._asdict(), "flow_run_ids": runs.get(row.id, [])} for row in rows]
 
 
+def flow_runs_of(engine: Engine, delivery_id: int) -> list[str]:
+    """Every flow run that served one delivery, oldest first."""
+    with engine.connect() as conn:
+        return queue.runs_of(conn, [delivery_id]).get(delivery_id, [])
+
+
 def last_per_source(engine: Engine) -> dict[str, dict[str, Any]]:
     """The newest delivery of each source (for `doctor`)."""
     newest = select(webhook_log.c.source, func.max(webhook_log.c.id).label("id")).group_by(
