@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
 from deployments.cli import app as cli_app
@@ -28,7 +28,7 @@ from simulators._arr import send_arr_webhook
 from simulators.demo import DemoWorld, history_item
 from simulators.plex_library import MOVIE, SHOW
 from smartplex_sync.settings import get_settings
-from smartplex_sync.store import get_engine, make_engine
+from smartplex_sync.store import get_engine, make_engine, queue
 from smartplex_sync.store.tables import metadata, webhook_log
 from tests.support.prefect_stack import PrefectStack, start_worker
 from tests.test_end_to_end import dispatched_row, finished_runs, served_by, wait_for
@@ -88,6 +88,18 @@ def gateway(
         if process is not None:
             stop(process)
         stop(worker)
+
+
+@pytest.fixture
+def demo_driver(gateway: tuple[Gateway, PrefectStack]) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`make run`'s demo services and driver: the driver posts Plex's webhooks with `?token=`, as Plex does."""
+    gw, _ = gateway
+    log = gw.log.parent / "demo-services.log"
+    driver = spawn([str(VENV_BIN / "python"), "-m", "simulators.demo"], gw.env, log, cwd=gw.log.parent)
+    try:
+        yield driver, log
+    finally:
+        stop(driver)
 
 
 def basic(password: str) -> str:
@@ -194,6 +206,11 @@ def database_dump(database_url: str) -> str:
         engine.dispose()
 
 
+def settled(engine: Engine) -> bool:
+    """No request waits for a batch, and no batch waits for its run to end."""
+    return not queue.pending_requests(engine) and not queue.open_batches(engine)
+
+
 def leaks(where: str, text: str) -> list[str]:
     return [f"{secret!r} in {where}" for secret in SECRETS if secret in text]
 
@@ -201,6 +218,7 @@ def leaks(where: str, text: str) -> list[str]:
 @pytest.mark.timeout(900)  # real runs on a shared machine: bounded, but not by the default 300 s
 def test_no_secret_reaches_a_log_a_row_an_output_or_prefect(
     gateway: tuple[Gateway, PrefectStack],
+    demo_driver: tuple[subprocess.Popen[bytes], Path],
     demo_services: tuple[DemoWorld, str],
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
@@ -209,9 +227,7 @@ def test_no_secret_reaches_a_log_a_row_an_output_or_prefect(
     caplog.set_level(logging.DEBUG)
     gw, stack = gateway
     world, _ = demo_services
-    # `make run`'s demo driver too: it posts Plex's webhooks with `?token=` to the gateway, as Plex does.
-    demo_log = gw.log.parent / "demo-services.log"
-    driver = spawn([str(VENV_BIN / "python"), "-m", "simulators.demo"], gw.env, demo_log, cwd=gw.log.parent)
+    driver, demo_log = demo_driver
     answers = deliver_everything(gw.url, world)
     assert {source: a.status_code for source, a in answers.items()} == dict.fromkeys(answers, 202)
     assert knock_on_wrong_doors(gw.url) == [401, 401, 401, 401, 401, 401, 401, 400]
@@ -246,12 +262,20 @@ def test_no_secret_reaches_a_log_a_row_an_output_or_prefect(
         by_cli = runner.invoke(cli_app, ["webhooks", "replay", str(answers["plex"].json()["id"])])
         assert by_cli.exit_code == 0, by_cli.output
         outputs["cli replay"] = by_cli.output
-        # The running gateway dispatches what the CLI recorded.
-        dispatched_row(
-            make_engine(stack.database_url), int(by_cli.output.split("→ webhook ")[1].split(":")[0])
+        wait_for(
+            lambda: "library.new" in demo_log.read_text() or driver.poll() is not None, 60, "the demo driver"
         )
+        stop(driver)
+        assert "→ gateway 202" in demo_log.read_text()
+
+        # Everything the test asked for dispatched and run to the end (and nothing left open for the next
+        # module): the CLI's replay too, which the running gateway picked up from the database.
+        wait_for(lambda: settled(engine), 600, "every request dispatched and every run finished")
+        replayed = dispatched_row(engine, int(by_cli.output.split("→ webhook ")[1].split(":")[0]))
+        run_ids.update(served_by(engine, replayed["id"]))
         for deployment, run in finished_runs(sorted(run_ids)).values():
             assert run.state.is_completed(), (deployment, run.state.message)
+
         outputs["cli ls"] = runner.invoke(cli_app, ["webhooks", "ls", "--limit", "500"]).output
         with engine.connect() as conn:
             ids = conn.execute(select(webhook_log.c.id)).scalars().all()
@@ -261,11 +285,6 @@ def test_no_secret_reaches_a_log_a_row_an_output_or_prefect(
     finally:
         get_settings.cache_clear()
         get_engine.cache_clear()
-    wait_for(
-        lambda: driver.poll() is not None or "library.new" in demo_log.read_text(), 60, "the demo driver"
-    )
-    stop(driver)
-    assert "→ gateway 202" in demo_log.read_text()
     outputs["webhook status"] = httpx.get(f"{gw.url}/api/webhooks/status?limit=200", headers=ADMIN).text
     outputs["sync status"] = httpx.get(f"{gw.url}/api/sync/status", headers=ADMIN).text
 
