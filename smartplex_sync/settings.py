@@ -165,9 +165,14 @@ class Settings(BaseSettings):
         return own or self.webhook_token
 
     def secret_values(self) -> list[str]:
-        """Every configured secret (our tokens, the services' keys): what must never be shown or logged."""
+        """Every configured secret (our tokens, the services' keys, the database password): what must never
+        be shown or logged."""
+        from sqlalchemy.engine import make_url  # here: most users of the settings never need SQLAlchemy
+
         values = (getattr(self, name) for name in type(self).model_fields)
-        return [value.get_secret_value() for value in values if isinstance(value, SecretStr) and value]
+        secrets = [value.get_secret_value() for value in values if isinstance(value, SecretStr) and value]
+        password = make_url(self.sqlalchemy_url).password
+        return [*secrets, password] if password else secrets
 
     @property
     def prefect_api(self) -> str:

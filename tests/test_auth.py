@@ -277,8 +277,12 @@ def test_an_outside_facing_gateway_needs_a_token_for_every_source() -> None:
 def test_settings_list_every_secret_and_read_admin_roles_from_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMARTPLEX_SUPABASE_ADMIN_ROLES", "admin, moderator")
     settings = Settings(
-        admin_token=ADMIN_TOKEN, tautulli_api_key="tautulli-key-1", plex_token="plex-x", _env_file=None
+        admin_token=ADMIN_TOKEN,
+        tautulli_api_key="tautulli-key-1",
+        plex_token="plex-x",
+        database_url="postgresql://postgres.abcd:db-pass%2Fword@pooler.supabase.com:6543/postgres",
+        _env_file=None,
     )
-    assert set(settings.secret_values()) == {ADMIN_TOKEN, "tautulli-key-1", "plex-x"}
+    assert set(settings.secret_values()) == {ADMIN_TOKEN, "tautulli-key-1", "plex-x", "db-pass/word"}
     assert settings.supabase_admin_roles == ["admin", "moderator"]
     assert ADMIN_TOKEN not in repr(settings)
