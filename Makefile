@@ -31,10 +31,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
-# The suite starts a throwaway PostgreSQL from the machine's own binaries; install them if they are missing.
+# The suite starts a throwaway PostgreSQL, and a PgBouncer in transaction mode in front of it (as Supabase's
+# pooler on 6543), from the machine's own binaries; install them from Debian's packages if they are missing.
 postgres-binaries:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -82,7 +82,15 @@ def schedules(ctx: typer.Context) -> None:
 
 
 @schedules_app.command("apply")
-def schedules_apply() -> None:
+def schedules_apply(
+    restore: Annotated[
+        bool,
+        typer.Option(
+            "--restore",
+            help="Right after `prefect deploy`, which resets schedules to prefect.yaml's: push the table's.",
+        ),
+    ] = False,
+) -> None:
     """Carry sync_schedule edits (enabled, interval_hours) over to Prefect; where both sides changed, the
     table wins. Changes made only in Prefect are copied into the table."""
     from prefect.client.orchestration import get_client
@@ -91,7 +99,9 @@ def schedules_apply() -> None:
 
     async def apply() -> bool:
         async with get_client() as client:
-            report = await mirror_once(get_engine(get_settings().sqlalchemy_url), client, prefer_table=True)
+            report = await mirror_once(
+                get_engine(get_settings().sqlalchemy_url), client, prefer_table=True, restore=restore
+            )
         for line in report.lines():
             typer.echo(line)
         return report.ok

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from smartplex_sync.errors import ConfigurationError, ServiceError
 from smartplex_sync.migrate import pending
@@ -299,6 +300,42 @@ async def check_worker(client: PrefectClient, pool: str) -> Check:
     return worker_check(pool, [w.last_heartbeat_time for w in workers], utcnow())
 
 
+# Supabase's transaction pooler (Supavisor, or PgBouncer in transaction mode) listens on 6543.
+TRANSACTION_POOLER_PORT = 6543
+
+
+def prefect_database_check(url: str | None, host: str | None = None, port: int | None = None) -> Check | None:
+    """Prefect's own database must never be reached through a transaction pooler: Prefect's server uses
+    asyncpg prepared statements and LISTEN/NOTIFY. `url` is PREFECT_API_DATABASE_CONNECTION_URL, `host`
+    and `port` Prefect's separate settings; None when this machine has no PostgreSQL URL for Prefect."""
+    query: dict[str, Any] = {}
+    if url:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "postgresql":
+            return None
+        host, port, query = parsed.host or host, parsed.port or port, dict(parsed.query)
+    elif not host:
+        return None
+    where = f"{host}:{port or 5432}"
+    if port == TRANSACTION_POOLER_PORT or str(query.get("pgbouncer", "")).lower() == "true":
+        return Check(
+            False,
+            f"Prefect's database is reached through a transaction pooler ({where}); Prefect's server needs "
+            "prepared statements and LISTEN/NOTIFY, which it does not keep",
+            "point PREFECT_API_DATABASE_CONNECTION_URL at the direct connection or the session pooler (5432)",
+        )
+    return Check(True, f"Prefect's database at {where}, not a transaction pooler")
+
+
+def check_prefect_database() -> Check | None:
+    """`prefect_database_check` on the Prefect settings this machine sees (environment, profile, .env)."""
+    from prefect.settings import get_current_settings
+
+    database = get_current_settings().server.database
+    url = database.connection_url.get_secret_value() if database.connection_url else None
+    return prefect_database_check(url, database.host, database.port)
+
+
 # (service, module, class): the clients each service's sync uses; `check()` proves URL and key.
 SERVICE_CLIENTS = (
     (Source.PLEX, "flows.clients.plex", "PlexClient"),
@@ -389,6 +426,8 @@ async def run_doctor(settings: Settings, engine: Engine, api_url: str | None) ->
     checks = [await asyncio.to_thread(check_database, engine)]
     prefect = check_prefect_health(api_url)
     checks.append(prefect)
+    if prefect_database := check_prefect_database():
+        checks.append(prefect_database)
     if prefect.ok:
         async with get_client() as client:
             checks.extend(await check_deployments(client))

@@ -23,6 +23,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Prefect tuned for webhooks, measured on a 2-core machine (docs/benchmarks.md, docs/operations.md).
+# Values already in the environment win. The server's only applies to the server `make run` starts.
+SERVER_TUNING = {
+    # A run that finds its deployment busy asks again after this (Prefect's default: 30 s).
+    "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
+}
+WORKER_TUNING = {
+    # How often the worker asks for runs that are due (Prefect's default: 10 s).
+    "PREFECT_WORKER_QUERY_SECONDS": "2",
+}
+
+
+def tuned(env: dict[str, str], tuning: dict[str, str]) -> dict[str, str]:
+    """`env` with `tuning` for what it does not set itself."""
+    return {**tuning, **env}
+
+
 def prefect_env(api_url: str, home: Path | None = None) -> dict[str, str]:
     """Environment for a process that must talk to *the* Prefect server at `api_url`, offline."""
     env = dict(os.environ)
@@ -69,7 +86,7 @@ def wait_until_healthy(url: str, timeout: float, process: subprocess.Popen[bytes
 def start_prefect_server(home: Path, port: int, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A Prefect server on loopback with its own SQLite database under `home`. Returns it and its API URL."""
     api_url = f"http://127.0.0.1:{port}/api"
-    env = prefect_env(api_url, home)
+    env = tuned(prefect_env(api_url, home), SERVER_TUNING)
     env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
     env["PREFECT_SERVER_API_PORT"] = str(port)
     process = spawn(

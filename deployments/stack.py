@@ -24,10 +24,12 @@ from prefect.client.orchestration import PrefectClient
 
 from deployments.processes import (
     VENV_BIN,
+    WORKER_TUNING,
     prefect_env,
     spawn,
     start_prefect_server,
     stop,
+    tuned,
     wait_until_healthy,
 )
 from smartplex_sync.migrate import migrate
@@ -106,7 +108,8 @@ class Stack:
             env.update(demo_env)
             log.warning("DEMO MODE: no SMARTPLEX_PLEX_URL set; syncing against simulated Plex and Tautulli")
 
-        self.start("worker", [str(VENV_BIN / "prefect"), "worker", "start", "--pool", pool], env)
+        worker_env = tuned(env, WORKER_TUNING)
+        self.start("worker", [str(VENV_BIN / "prefect"), "worker", "start", "--pool", pool], worker_env)
         host, port = self.settings.gateway_host, str(self.settings.gateway_port)
         gateway = self.start(
             "gateway",

@@ -2,7 +2,7 @@
 
 The files are PostgreSQL, written to be pasted into Supabase's SQL editor. Each one records itself in
 `schema_migrations`, so files pasted by hand count as applied. For SQLite the runner rewrites the few
-PostgreSQL-only spellings the files use (see `to_sqlite`).
+PostgreSQL-only spellings the files use and drops row level security (see `to_sqlite`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ _SQLITE_REWRITES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bnow\(\)", re.I), "CURRENT_TIMESTAMP"),
     (re.compile(r"\s+DESC\)", re.I), ")"),
     (re.compile(r"\bDROP COLUMN IF EXISTS\b", re.I), "DROP COLUMN"),  # applied once, like every file
+    # Row level security guards Supabase's Data API; SQLite has no roles to guard against.
+    (re.compile(r"^ALTER TABLE (IF EXISTS )?\w+ ENABLE ROW LEVEL SECURITY;$", re.I | re.M), ""),
 ]
 
 

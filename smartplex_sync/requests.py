@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from smartplex_sync.models import Action, ArrItem, Deployment, OverseerrRequest
+from smartplex_sync.models import Action, ArrItem, ArrService, Deployment, OverseerrRequest
 
 Mode = Literal["incremental", "full"]
 SectionType = Literal["movie", "show"]
@@ -200,50 +200,50 @@ def _merge_items(
     return _union_by(key, earlier, later)
 
 
-class SonarrSync(SyncParameters):
+class _ArrSync(SyncParameters):
+    """What sonarr-sync and radarr-sync share: one list of ArrItems (named `ITEMS`), None for everything."""
+
+    ITEMS: ClassVar[str]
+    SERVICE: ClassVar[ArrService]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.ITEMS in data:
+            return {**data, cls.ITEMS: _read_arr_items(cls.SERVICE, data[cls.ITEMS])}
+        return data
+
+    @field_validator("*")
+    @classmethod
+    def _canonical(cls, values: list[ArrItem] | None) -> list[ArrItem] | None:
+        return None if values is None else _union_by(_arr_key, [], values)
+
+    @property
+    def items(self) -> list[ArrItem] | None:
+        return getattr(self, self.ITEMS)
+
+    def merge(self, later: Self) -> Self:
+        return type(self)(**{self.ITEMS: _merge_items(self.items, later.items, _arr_key)})
+
+
+class SonarrSync(_ArrSync):
     """Sonarr series → arr_items and media_items' sonarr_series_id: the series webhooks named (Sonarr is not
     called), or with `series` None every series Sonarr has."""
 
     deployment: ClassVar[Deployment] = Deployment.SONARR_SYNC
+    ITEMS: ClassVar[str] = "series"
+    SERVICE: ClassVar[ArrService] = "sonarr"
     series: list[ArrItem] | None = Field(None, description="None: every series Sonarr has.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _read(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "series" in data:
-            return {**data, "series": _read_arr_items("sonarr", data["series"])}
-        return data
 
-    @field_validator("series")
-    @classmethod
-    def _canonical(cls, values: list[ArrItem] | None) -> list[ArrItem] | None:
-        return None if values is None else _union_by(_arr_key, [], values)
-
-    def merge(self, later: SonarrSync) -> SonarrSync:
-        return SonarrSync(series=_merge_items(self.series, later.series, _arr_key))
-
-
-class RadarrSync(SyncParameters):
+class RadarrSync(_ArrSync):
     """Radarr movies → arr_items and media_items' radarr_movie_id: the movies webhooks named (Radarr is not
     called), or with `movies` None every movie Radarr has."""
 
     deployment: ClassVar[Deployment] = Deployment.RADARR_SYNC
+    ITEMS: ClassVar[str] = "movies"
+    SERVICE: ClassVar[ArrService] = "radarr"
     movies: list[ArrItem] | None = Field(None, description="None: every movie Radarr has.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "movies" in data:
-            return {**data, "movies": _read_arr_items("radarr", data["movies"])}
-        return data
-
-    @field_validator("movies")
-    @classmethod
-    def _canonical(cls, values: list[ArrItem] | None) -> list[ArrItem] | None:
-        return None if values is None else _union_by(_arr_key, [], values)
-
-    def merge(self, later: RadarrSync) -> RadarrSync:
-        return RadarrSync(movies=_merge_items(self.movies, later.movies, _arr_key))
 
 
 def _request_key(request: OverseerrRequest) -> int:

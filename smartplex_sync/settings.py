@@ -73,7 +73,16 @@ class Settings(BaseSettings):
     supabase_jwks_cache_seconds: float = Field(
         600, gt=0, description="How long the project's signing keys are kept before they are fetched again."
     )
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Larger bodies are answered 413.")
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A body not complete this long after its headers is answered 408."
+    )
+    rate_limit_per_second: float = Field(
+        10.0, ge=0, description="Deliveries per second each source may send after its burst; 0: no limit."
+    )
+    rate_limit_burst: int = Field(
+        300, ge=1, description="Deliveries each source may send at once before the rate limit applies."
+    )
     coalesce_strategy: Literal["merge", "bucket"] = Field(
         "merge",
         description="merge: one run per deployment per burst (windows below); bucket: the earlier rule, "

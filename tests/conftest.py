@@ -19,6 +19,7 @@ from smartplex_sync.migrate import migrate
 from smartplex_sync.store import make_engine
 from tests.support import prefect_stack
 from tests.support.postgres import postgres_cluster
+from tests.support.supabase import SupabaseLike, supabase_like
 
 _database_names = itertools.count()
 
@@ -27,6 +28,14 @@ _database_names = itertools.count()
 def postgres_admin_url() -> Iterator[str]:
     with postgres_cluster() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def supabase() -> Iterator[SupabaseLike]:
+    """A PostgreSQL reached as a Supabase project's is: TLS required, PgBouncer in transaction mode before
+    it, and the Data API's roles (tests/support/supabase.py)."""
+    with supabase_like() as found:
+        yield found
 
 
 def _fresh_postgres_database(admin_url: str) -> str:
@@ -44,6 +53,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     backend = getattr(request, "param", "sqlite")
     if backend == "postgres":
         url = _fresh_postgres_database(request.getfixturevalue("postgres_admin_url"))
+    elif backend == "pgbouncer":
+        direct = _fresh_postgres_database(request.getfixturevalue("postgres_admin_url"))
+        url = (
+            request.getfixturevalue("pgbouncer_admin_url").rsplit("/", 1)[0] + "/" + direct.rsplit("/", 1)[1]
+        )
     else:
         url = f"sqlite:///{tmp_path / 'smartplex.db'}"
     engine = make_engine(url)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 from deployments.processes import VENV_BIN
 from smartplex_sync.models import Deployment
 from smartplex_sync.schedule_mirror import PREFECT_YAML, load_defaults, read_prefect_side
+from tests.support import prefect_stack
 from tests.support.prefect_stack import REPO_ROOT, PrefectStack, restore_default_schedules
 
 
@@ -94,3 +95,23 @@ def test_doctor_passes_on_a_healthy_stack(stack: PrefectStack, database_url: str
     assert sum(line.startswith("✓ deployment ") for line in lines) == len(Deployment)
     assert any(re.match(r"✓ \d+ worker\(s\) polling pool smartplex", line) for line in lines)
     assert "· webhooks from plex: none received yet" in lines
+
+
+def test_apply_restore_puts_the_table_back_after_a_deploy(
+    stack: PrefectStack, engine: Engine, database_url: str
+) -> None:
+    """What deploy/entrypoint.sh `deploy` does on an upgrade: `prefect deploy` resets every schedule to
+    prefect.yaml's, then `schedules apply --restore` puts back what the table holds."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE sync_schedule SET interval_hours = 3 WHERE service = 'tautulli'"))
+    assert cli(stack, database_url, "schedules", "apply").returncode == 0
+    prefect_stack.deploy(stack.env, ["tautulli-sync"])
+    assert tautulli_interval(stack.api_url) == 6 * 3600
+    restored = cli(stack, database_url, "schedules", "apply", "--restore")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert tautulli_interval(stack.api_url) == 3 * 3600
+    with engine.connect() as conn:
+        assert (
+            conn.execute(text("SELECT interval_hours FROM sync_schedule WHERE service = 'tautulli'")).scalar()
+            == 3
+        )

@@ -209,10 +209,18 @@ json_leaves = (
     st.none()
     | st.booleans()
     | st.integers()
+    | st.integers(min_value=2**63 - 2, max_value=2**70)
+    | st.integers(min_value=-(2**70), max_value=-(2**63) + 1)
     | st.floats()
     | st.text(max_size=6)
+    | st.text(
+        st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=2
+    )  # lone surrogates
+    | st.text(max_size=2).map(lambda t: t * 600)  # over MAX_TEXT_LENGTH
     | st.from_regex(r"\A[+-]?[0-9]{1,25}\Z")
-    | st.sampled_from(["", " 7 ", "movie", "tv", "{rating_key}", "{{requestId}}", "tv.plex.provider.vod"])
+    | st.sampled_from(
+        ["", " 7 ", "movie", "tv", "{rating_key}", "{{requestId}}", "tv.plex.provider.vod", "1/../x"]
+    )
 )
 json_values = st.recursive(
     json_leaves,
@@ -221,6 +229,48 @@ json_values = st.recursive(
     ),
     max_leaves=8,
 )
+
+# What each parser reads: top-level fields, and the fields it reads inside nested objects.
+READ_FIELDS: dict[Source, dict[str, list[str] | None]] = {
+    Source.PLEX: {"Metadata": ["librarySectionID", "librarySectionType", "ratingKey"], "Server": ["uuid"]},
+    Source.TAUTULLI: {"action": None, "rating_key": None},
+    Source.SONARR: {
+        "series": ["id", "title", "tvdbId", "tmdbId", "imdbId"],
+        "isUpgrade": None,
+        "episodeFile": None,
+        "episodeFiles": None,
+    },
+    Source.RADARR: {"movie": ["id", "title", "tmdbId", "imdbId"], "isUpgrade": None},
+    Source.OVERSEERR: {
+        "media": ["media_type", "tmdbId", "tvdbId", "status"],
+        "request": ["request_id", "requestedBy_username", "requestedBy_email"],
+    },
+}
+ACTED_ON = {  # event key, and the events whose fields the parser reads
+    Source.PLEX: ("event", ["library.new", "media.scrobble"]),
+    Source.TAUTULLI: ("event", ["stop", "watched", "playback.stop", "test"]),
+    Source.SONARR: ("eventType", ["Download", "Upgrade"]),
+    Source.RADARR: ("eventType", ["Download", "Upgrade"]),
+    Source.OVERSEERR: ("notification_type", ["MEDIA_AVAILABLE", "MEDIA_PENDING", "media.available"]),
+}
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[Source, Any]:
+    """A delivery shaped like its source's: the fields its parser reads, each holding any JSON value."""
+    source = draw(st.sampled_from(list(Source)))
+    document: dict[str, Any] = {}
+    for key, inner in READ_FIELDS[source].items():
+        if draw(st.booleans()):
+            shaped = (
+                st.fixed_dictionaries({}, optional=dict.fromkeys(inner, json_values))
+                if inner
+                else st.nothing()
+            )
+            document[key] = draw(json_values | shaped)
+    event_key, events = ACTED_ON[source]
+    document[event_key] = draw(st.sampled_from(events) | json_leaves)
+    return source, document
 
 
 def paths_in(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
@@ -261,12 +311,57 @@ def assert_parses_or_rejects(source: Source, payload: Any) -> None:
     assert isinstance(delivery.event_type, str)
     for request in delivery.requests:
         json.dumps(request.parameters.to_json(), allow_nan=False)
+        assert all(-(2**63) <= n < 2**63 for n in integers_in(request.parameters.to_json()))  # BIGINT
+
+
+def integers_in(value: Any) -> list[int]:
+    if isinstance(value, dict):
+        return [n for child in value.values() for n in integers_in(child)]
+    if isinstance(value, list):
+        return [n for child in value for n in integers_in(child)]
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else []
 
 
 @settings(max_examples=150, deadline=None)
 @given(source=st.sampled_from(list(Source)), payload=json_values)
 def test_any_json_value_parses_or_raises_payload_error(source: Source, payload: Any) -> None:
     assert_parses_or_rejects(source, payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(delivery=deliveries())
+def test_any_values_under_the_fields_parsers_read_parse_or_raise_payload_error(
+    delivery: tuple[Source, Any],
+) -> None:
+    assert_parses_or_rejects(*delivery)
+
+
+# Every integer a parser passes on ends up in a BIGINT column or a Prefect parameter.
+INTEGER_FIELDS = [
+    ("plex/library_new_movie.json", ("Metadata", "librarySectionID")),
+    *(("sonarr/download.json", ("series", key)) for key in ("id", "tvdbId", "tmdbId")),
+    *(("radarr/download.json", ("movie", key)) for key in ("id", "tmdbId")),
+    ("overseerr/media_available_movie.json", ("request", "request_id")),
+    *(("overseerr/media_available_movie.json", ("media", key)) for key in ("tmdbId", "tvdbId")),
+]
+any_size_integers = (
+    st.integers()
+    | st.integers(min_value=2**63 - 3, max_value=2**200)
+    | st.integers(min_value=-(2**200), max_value=-(2**63) + 3)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    field=st.sampled_from(INTEGER_FIELDS),
+    value=any_size_integers | any_size_integers.map(str) | st.floats(min_value=2**62, max_value=1e300),
+)
+def test_an_integer_field_is_a_64_bit_integer_or_a_422(
+    field: tuple[str, tuple[str, ...]], value: Any
+) -> None:
+    fixture, path = field
+    source, document = load_fixture(fixture)
+    assert_parses_or_rejects(source, replaced(document, path, value))
 
 
 @settings(max_examples=300, deadline=None)

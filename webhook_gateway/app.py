@@ -14,6 +14,7 @@ from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine
 from webhook_gateway.deps import Gateway
 from webhook_gateway.dispatch import Dispatcher
+from webhook_gateway.limits import SourceLimiter
 from webhook_gateway.routes import router
 from webhook_gateway.supabase_auth import SupabaseAdmins
 
@@ -22,7 +23,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     """The gateway. `background=False` records deliveries without dispatching them (tests, read replicas)."""
     settings = settings or get_settings()
     engine = get_engine(settings.sqlalchemy_url)
-    gateway = Gateway(settings, engine, supabase_admins=SupabaseAdmins.from_settings(settings, engine))
+    gateway = Gateway(
+        settings,
+        engine,
+        SourceLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        supabase_admins=SupabaseAdmins.from_settings(settings, engine),
+    )
     if background:
         gateway.dispatcher = Dispatcher(engine, settings)
 

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from smartplex_sync.settings import Settings
 from webhook_gateway.dispatch import Dispatcher
+from webhook_gateway.limits import SourceLimiter
 from webhook_gateway.supabase_auth import SupabaseAdmins
 
 
@@ -18,6 +19,7 @@ from webhook_gateway.supabase_auth import SupabaseAdmins
 class Gateway:
     settings: Settings
     engine: Engine
+    limiter: SourceLimiter
     dispatcher: Dispatcher | None = None
     supabase_admins: SupabaseAdmins | None = None  # Supabase Auth sign-in for the admin endpoints
     tasks: list[asyncio.Task[None]] = field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from smartplex_sync.store import schedules, webhooks
 from webhook_gateway import auth, deliveries
 from webhook_gateway.deps import Gateway, GatewayDep
 from webhook_gateway.intake import decode
+from webhook_gateway.limits import Refusal
 from webhook_gateway.supabase_auth import SignInError, looks_like_jwt
 
 log = logging.getLogger(__name__)
@@ -48,43 +50,99 @@ SOURCE_FORMATS = {
     Source.OVERSEERR: "Overseerr / Jellyseerr webhook JSON (`notification_type`, `media`, `request` ...).",
 }
 
+_ANY_OBJECT = {"schema": {"type": "object", "additionalProperties": True}}
+REQUEST_BODIES: dict[Source, dict[str, Any]] = {
+    Source.PLEX: {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "payload": {"type": "string", "description": "The event, as JSON text."},
+                    "thumb": {"type": "string", "format": "binary", "description": "Read and dropped."},
+                },
+                "required": ["payload"],
+            }
+        }
+    },
+    Source.TAUTULLI: {"application/json": _ANY_OBJECT, "application/x-www-form-urlencoded": _ANY_OBJECT},
+    Source.SONARR: {"application/json": _ANY_OBJECT},
+    Source.RADARR: {"application/json": _ANY_OBJECT},
+    Source.OVERSEERR: {"application/json": _ANY_OBJECT},
+}
+_REJECTIONS: dict[int | str, dict[str, Any]] = {
+    code: {"model": WebhookError} for code in (400, 401, 408, 413, 415, 422)
+}
+_REJECTIONS[429] = {
+    "model": WebhookError,
+    "description": "Over the source's rate limit (docs/webhooks.md#limits); `id` is null for refusals "
+    "that were counted rather than recorded.",
+    "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+}
+_REJECTIONS[503] = {"description": "The webhook log could not be written: the delivery was not kept."}
+
 router = APIRouter()
 
 
-def _reject(row_id: int | None, error: PayloadError) -> JSONResponse:
+def _reject(row_id: int | None, error: PayloadError, headers: dict[str, str] | None = None) -> JSONResponse:
     body = WebhookError(
         id=row_id, error=_ERROR_CODES.get(error.status_code, "bad_request"), detail=error.message
     )
-    return JSONResponse(body.model_dump(), status_code=error.status_code)
+    if error.status_code == 408:  # the sender may still be trickling its body: do not wait for the rest
+        headers = {**(headers or {}), "Connection": "close"}
+    if error.status_code == 415:  # RFC 9110 §15.5.16: say which content coding we take
+        headers = {**(headers or {}), "Accept-Encoding": "identity"}
+    return JSONResponse(body.model_dump(), status_code=error.status_code, headers=headers)
 
 
 _ERROR_CODES = {
     401: "unauthorized",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_payload",
+    429: "rate_limited",
 }
 
 
 async def receive(source: Source, request: Request, gateway: Gateway) -> JSONResponse:
     """Record the delivery (committed before we answer), then hand it to the dispatcher."""
+    refusal = gateway.limiter.admit(source)
+    if refusal is not None:
+        return await _refuse_over_limit(gateway, source, refusal)
     token = gateway.settings.source_token(source.value)
-    if refusal := auth.webhook_refusal(request, source.value, token.get_secret_value() if token else None):
+    if denied := auth.webhook_refusal(request, source.value, token.get_secret_value() if token else None):
         # Recorded without its body: we keep no data from whoever sent it, only that it happened.
-        error = PayloadError(refusal, 401)
+        error = PayloadError(denied, 401)
         row_id = await _record(gateway, source, None, None, error)
-        log.info("%s webhook %d refused (401): %s", source.value, row_id, refusal)
+        log.info("%s webhook %d refused (401): %s", source.value, row_id, denied)
         return _reject(row_id, error)
 
-    decoded = await decode(source, request, gateway.settings.max_body_bytes)
+    decoded = await decode(
+        source,
+        request,
+        max_bytes=gateway.settings.max_body_bytes,
+        timeout_seconds=gateway.settings.body_timeout_seconds,
+    )
     parsed, error = (None, decoded.error) if decoded.error else deliveries.interpret(source, decoded.payload)
     row_id = await _record(gateway, source, decoded.stored, parsed, error)
     if error is not None:
         log.info("%s webhook %d rejected (%d): %s", source.value, row_id, error.status_code, error.message)
         return _reject(row_id, error)
     assert parsed is not None
-    log.info("%s %s → webhook %d: %s", source.value, parsed.event_type, row_id, parsed.action_label)
+    event = parsed.event_type if parsed.event_type.isprintable() else repr(parsed.event_type)
+    log.info("%s %s → webhook %d: %s", source.value, event, row_id, parsed.action_label)
     return _accept(gateway, row_id, source, parsed, parsed.note)
+
+
+async def _refuse_over_limit(gateway: Gateway, source: Source, refusal: Refusal) -> JSONResponse:
+    """429 with Retry-After. Only some refusals get a row (see `limits`), always without the body."""
+    error = PayloadError(refusal.message, 429)
+    row_id = None
+    if refusal.record:
+        log.warning("%s", refusal.message)
+        with contextlib.suppress(HTTPException):  # the store being down does not change the answer
+            row_id = await _record(gateway, source, None, None, error)
+    return _reject(row_id, error, {"Retry-After": str(refusal.retry_after)})
 
 
 def _accept(
@@ -140,7 +198,8 @@ def _add_webhook_route(source: Source) -> None:
         description=SOURCE_FORMATS[source],
         status_code=status.HTTP_202_ACCEPTED,
         response_model=WebhookAccepted,
-        responses={code: {"model": WebhookError} for code in (400, 401, 413, 415, 422)},
+        responses=_REJECTIONS,
+        openapi_extra={"requestBody": {"required": True, "content": REQUEST_BODIES[source]}},
         tags=["webhooks"],
     )
 

@@ -46,8 +46,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Query parameters some guides add to pooler URLs that are not libpq options (psycopg would refuse them):
+# Prisma's `pgbouncer=true` marks a transaction pooler, which every PostgreSQL engine here is ready for.
+_NOT_LIBPQ_OPTIONS = ("pgbouncer",)
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for `url`. SQLite files get WAL mode and their folder created."""
+    """An engine for `url`. SQLite files get WAL mode and their folder created.
+
+    PostgreSQL URLs work as Supabase gives them, direct (5432) or through its transaction pooler (6543):
+    libpq options such as `sslmode=require` pass through to the driver, and no server-side prepared
+    statement is ever made. The code issues no `SET`, `LISTEN/NOTIFY` or advisory lock, which a
+    transaction pooler would not keep from one transaction to the next."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -55,8 +65,12 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # prepare_threshold=None: Supabase's transaction pooler (PgBouncer) cannot hold prepared statements.
-    return create_engine(url, pool_pre_ping=True, connect_args={"prepare_threshold": None})
+    # prepare_threshold=None: a transaction pooler (PgBouncer, Supavisor) cannot hold prepared statements.
+    return create_engine(
+        parsed.difference_update_query(_NOT_LIBPQ_OPTIONS),
+        pool_pre_ping=True,
+        connect_args={"prepare_threshold": None},
+    )
 
 
 @lru_cache

@@ -11,11 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from deployments.processes import free_port
+from tests.support.tls import self_signed_cert
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
-def _pg_tool(name: str) -> str:
+def pg_tool(name: str) -> str:
     for directory in PG_BIN_DIRS:
         if (directory / name).exists():
             return str(directory / name)
@@ -32,9 +33,19 @@ def _as_cluster_owner(args: list[str]) -> list[str]:
     return args
 
 
+# With TLS the cluster is like Supabase's: TCP clients must use TLS (sslmode=require), others are refused.
+_TLS_ONLY_HBA = """\
+local     all  all                trust
+hostssl   all  all  127.0.0.1/32  trust
+hostnossl all  all  127.0.0.1/32  reject
+"""
+
+
 @contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """Start a cluster in a temp dir; yield its admin URL (database `postgres`); stop and remove it."""
+def postgres_cluster(tls: bool = False) -> Iterator[str]:
+    """Start a cluster in a temp dir; yield its admin URL (database `postgres`); stop and remove it.
+
+    `tls`: ssl=on with a self-signed certificate, and TCP connections without TLS refused."""
     root = Path(tempfile.mkdtemp(prefix="smartplex-pg-"))
     data, sockets = root / "data", root / "sock"
     sockets.mkdir()
@@ -45,15 +56,22 @@ def postgres_cluster() -> Iterator[str]:
     port = free_port()
     subprocess.run(
         _as_cluster_owner(
-            [_pg_tool("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
+            [pg_tool("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
         ),
         check=True,
         capture_output=True,
     )
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    if tls:
+        cert, key = self_signed_cert(root)
+        (data / "pg_hba.conf").write_text(_TLS_ONLY_HBA)
+        if os.geteuid() == 0:
+            for path in (cert, key, data / "pg_hba.conf"):
+                shutil.chown(path, "postgres")
+        options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
     subprocess.run(
         _as_cluster_owner(
-            [_pg_tool("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "pg.log"), "-w", "start"]
+            [pg_tool("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "pg.log"), "-w", "start"]
         ),
         check=True,
         capture_output=True,
@@ -62,7 +80,7 @@ def postgres_cluster() -> Iterator[str]:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
-            _as_cluster_owner([_pg_tool("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            _as_cluster_owner([pg_tool("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)

@@ -3,7 +3,9 @@
 Status codes, the same for every source:
 - 400 when there is nothing to read (an empty body, which the gateway passes as `None`);
 - 422 when the JSON is well formed but not what the service sends: not an object, or a field we need
-  with a type we cannot use (a section id that is not a number, a `series` that is not an object ...).
+  with a type we cannot use (a section id that is not a number, a `series` that is not an object ...),
+  an integer outside 64 bits (the database's BIGINT), an event name over MAX_EVENT_LENGTH or another
+  string over MAX_TEXT_LENGTH characters (they become flow run parameters, shown in Prefect's UI).
 
 A missing or empty event key is not an error: the delivery is kept as event type "unknown" and ignored.
 """
@@ -19,7 +21,16 @@ UNKNOWN_EVENT = "unknown"
 
 Payload = dict[str, Any]
 
-_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
+MAX_EVENT_LENGTH = 100  # the longest real one is Overseerr's MEDIA_AUTO_APPROVED
+MAX_TEXT_LENGTH = 1000
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+_BIGINT = range(-(2**63), 2**63)
+_PLEX_KEY = re.compile(r"[0-9]{1,18}")
+
+
+def is_plex_key(text: str) -> bool:
+    """A Plex ratingKey: decimal digits. Anything else must not reach a URL path of Plex's API."""
+    return _PLEX_KEY.fullmatch(text) is not None
 
 
 def require_object(payload: Any, *, empty_body_hint: str = "") -> Payload:
@@ -38,6 +49,8 @@ def event_name(payload: Payload, key: str) -> str:
         return UNKNOWN_EVENT
     if not isinstance(value, str):
         raise PayloadError(f"{key} must be a string, got {json_type(value)}", status_code=422)
+    if len(value) > MAX_EVENT_LENGTH:
+        raise PayloadError(f"{key} is {len(value)} characters long, not an event name", status_code=422)
     return value
 
 
@@ -54,19 +67,28 @@ def optional_int(parent: Payload, key: str, event_type: str, *, where: str = "")
     value = parent.get(key)
     if value is None:
         return None
-    if isinstance(value, bool):
+    number = _integer(value)
+    if number is None and isinstance(value, str) and not value.strip():
+        return None
+    if number is None:
         raise _wrong_type(where + key, "an integer", value, event_type)
+    if number not in _BIGINT:
+        raise PayloadError(
+            f"{where}{key} is out of range (a 64-bit integer)", status_code=422, event_type=event_type
+        )
+    return number
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if _INTEGER.fullmatch(text):
-            return int(text)
-    raise _wrong_type(where + key, "an integer", value, event_type)
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value)
+    return None
 
 
 def required_int(parent: Payload, key: str, event_type: str, *, where: str = "") -> int:
@@ -83,6 +105,12 @@ def optional_str(parent: Payload, key: str, event_type: str, *, where: str = "")
         return None
     if not isinstance(value, str):
         raise _wrong_type(where + key, "a string", value, event_type)
+    if len(value) > MAX_TEXT_LENGTH:
+        raise PayloadError(
+            f"{where}{key} is {len(value)} characters long (at most {MAX_TEXT_LENGTH})",
+            status_code=422,
+            event_type=event_type,
+        )
     return value
 
 

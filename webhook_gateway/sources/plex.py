@@ -3,8 +3,8 @@
 - `library.new` syncs the library section the item was added to, by `Metadata.librarySectionID`
   (never by section title, which users rename). Without a section but with a `ratingKey` (the seed
   guide's curl example) it syncs that one item. Streaming items from `tv.plex.provider.vod` and payloads
-  without `Metadata`, and items of music or photo libraries (`librarySectionType` artist / photo), are
-  ignored with a note.
+  without `Metadata`, items of music or photo libraries (`librarySectionType` artist / photo), and a
+  `ratingKey` that is not decimal digits (it would become part of a Plex API path) are ignored with a note.
 - `media.scrobble` (watched past 90%) asks for a Tautulli sync of the last 7 days (the default window): Tautulli, not Plex,
   keeps the watch history.
 - Every other event (playback, ratings, on deck, admin.*, device.new, playback.started) is ignored.
@@ -21,7 +21,7 @@ from typing import Any
 from smartplex_sync.models import Action
 from smartplex_sync.requests import ParsedDelivery, PlexLibrarySync, SyncRequest, TautulliSync
 
-from ._common import event_name, optional_int, optional_object, optional_str, require_object
+from ._common import event_name, is_plex_key, optional_int, optional_object, optional_str, require_object
 
 STREAMING_SERVER = "tv.plex.provider.vod"
 SYNCED_SECTION_TYPES = ("movie", "show")
@@ -66,6 +66,9 @@ def _library_new(item: _NewItem, event: str) -> ParsedDelivery:
         return ParsedDelivery(event, action=Action.IGNORED, note=note)
     if item.section_id is None and item.rating_key and item.server_uuid != STREAMING_SERVER:
         # No section (the seed guide's curl example): sync just that item; the flow finds its section.
+        if not is_plex_key(item.rating_key):  # it would become part of a Plex API path
+            note = f"Metadata.ratingKey {item.rating_key[:40]!r} is not a library item's key: nothing to sync"
+            return ParsedDelivery(event, action=Action.IGNORED, note=note)
         return ParsedDelivery(event, (SyncRequest(PlexLibrarySync(rating_keys=[item.rating_key])),))
     if item.section_id is None:
         origin = f" (server {item.server_uuid})" if item.server_uuid else ""

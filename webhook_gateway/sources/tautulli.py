@@ -5,7 +5,8 @@ Tautulli has no fixed schema. We read two fields, both strings after Tautulli's 
 - `rating_key` (`"{rating_key}"`): the Plex item whose watch history changed.
 
 `stop`/`playback.stop` and `watched`/`playback.watched` sync that one item's history. Without a usable
-rating key (missing, "" or the placeholder left as is) they fall back to the last 7 days, with a note.
+rating key (missing, "", the placeholder left as is, or not decimal digits) they fall back to the last
+7 days, with a note.
 `test`, or an event still reading like a `{placeholder}` (Tautulli's Test tab sends the template
 without substitution), is a test. Other actions (play, pause, created ...) are ignored.
 
@@ -22,7 +23,7 @@ from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Action
 from smartplex_sync.requests import DEFAULT_HISTORY_DAYS, ParsedDelivery, SyncRequest, TautulliSync
 
-from ._common import UNKNOWN_EVENT, event_name, json_type, require_object
+from ._common import UNKNOWN_EVENT, event_name, is_plex_key, json_type, require_object
 
 HISTORY_EVENTS = frozenset({"stop", "playback.stop", "watched", "playback.watched"})
 
@@ -52,7 +53,7 @@ def _event(delivery: dict[str, Any]) -> str:
 
 
 def _rating_key(delivery: dict[str, Any], event: str) -> str | None:
-    """The rating key as text; None when it is missing, empty or an unsubstituted `{rating_key}`."""
+    """The rating key as text; None when it is missing, empty, an unsubstituted `{rating_key}` or not digits."""
     value = delivery.get("rating_key")
     if value is None:
         return None
@@ -61,6 +62,6 @@ def _rating_key(delivery: dict[str, Any], event: str) -> str | None:
             f"rating_key must be a string, got {json_type(value)}", status_code=422, event_type=event
         )
     text = str(value).strip()
-    if not text or _PLACEHOLDER.search(text):
+    if not is_plex_key(text):  # "", an unsubstituted "{rating_key}", or not a Plex key at all
         return None
     return text

@@ -1,0 +1,38 @@
+#!/bin/sh
+# The entry point of the SmartPlex Sync image (deploy/Dockerfile), and of the systemd units on a bare host.
+#   gateway   the webhook gateway (SMARTPLEX_GATEWAY_HOST:SMARTPLEX_GATEWAY_PORT)
+#   worker    a Prefect worker of the `smartplex` process pool; extra arguments go to `prefect worker start`
+#   migrate   apply migrations/*.sql to SMARTPLEX_DATABASE_URL (a no-op when up to date)
+#   deploy    create the work pool if missing, `prefect deploy --all`, then put back sync_schedule's
+#             schedules over prefect.yaml's defaults
+#   anything else runs as given, e.g. `prefect server start`
+# Settings come from the environment (docs/deploy.md). Flow runs execute from the directory holding
+# prefect.yaml, so every command runs there.
+set -eu
+cd "$(dirname "$0")/.."
+PWD="$(pwd)"
+export PWD
+
+case "${1:-}" in
+gateway)
+    shift
+    exec python -m webhook_gateway "$@"
+    ;;
+worker)
+    shift
+    exec prefect worker start --pool smartplex --type process "$@"
+    ;;
+migrate)
+    shift
+    exec smartplex-sync migrate "$@"
+    ;;
+deploy)
+    shift
+    prefect work-pool inspect smartplex >/dev/null 2>&1 || prefect work-pool create smartplex --type process
+    prefect --no-prompt deploy --all "$@"
+    exec smartplex-sync schedules apply --restore
+    ;;
+*)
+    exec "$@"
+    ;;
+esac
