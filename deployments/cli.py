@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import sys
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 import typer
 
@@ -21,7 +24,7 @@ app = typer.Typer(help="SmartPlex Sync: webhooks in, Prefect flow runs out.", no
 def _point_prefect_at_the_stack(ctx: typer.Context) -> None:
     """Commands that talk to Prefect use PREFECT_API_URL (environment or .env), else the server `make run`
     starts, never a throwaway temporary one."""
-    if ctx.invoked_subcommand in ("run", "migrate"):
+    if ctx.invoked_subcommand in ("run", "migrate", "webhooks"):
         return
     from prefect.context import refresh_global_settings_context
 
@@ -147,3 +150,172 @@ def doctor() -> None:
         typer.echo(check.line())
     if any(check.ok is False for check in checks):
         raise typer.Exit(1)
+
+
+webhooks_app = typer.Typer(
+    help="webhook_log: list, show and replay deliveries, straight from the database (no gateway needed).",
+    no_args_is_help=True,
+)
+app.add_typer(webhooks_app, name="webhooks")
+
+_DURATION = re.compile(r"(\d+)\s*([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """`30m`, `2h`, `7d` before `now`, or an ISO date / date-time (UTC unless it says otherwise)."""
+    if match := _DURATION.fullmatch(text.strip()):
+        return now - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: use 30m, 2h, 7d or an ISO date such as 2026-12-01T08:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+SinceOption = Annotated[
+    str | None, typer.Option("--since", help="Only deliveries received since: 30m, 2h, 7d, or an ISO date.")
+]
+FailedOption = Annotated[
+    bool, typer.Option("--failed", help="Only rejected deliveries (4xx) and those carrying an error.")
+]
+
+
+def _since(since: str | None) -> datetime | None:
+    return None if since is None else parse_since(since, datetime.now(UTC))
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def format_deliveries(rows: list[dict[str, Any]]) -> list[str]:
+    """One aligned line per delivery, in the order given: what `webhooks ls` prints."""
+    from deployments.operations import align
+
+    header = ("id", "received (UTC)", "source", "event", "action", "http", "state", "error")
+    lines: list[tuple[str, ...]] = [header]
+    for row in rows:
+        if row["http_status"] >= 400:
+            state = "rejected"
+        elif row["processed"]:
+            state = "dispatched" if row["flow_run_ids"] or row["flow_run_id"] else "done"
+        else:
+            state = "pending"
+        error = (row["error_message"] or "").replace("\n", " ")
+        lines.append(
+            (
+                str(row["id"]),
+                _when(row["received_at"]),
+                row["source"],
+                row["event_type"][:30],
+                row["action"][:40],
+                str(row["http_status"]),
+                state,
+                error[:80] + ("…" if len(error) > 80 else ""),
+            )
+        )
+    return align(lines)
+
+
+@webhooks_app.command("ls")
+def webhooks_ls(
+    source: Annotated[Source | None, typer.Option("--source", help="Only this service's deliveries.")] = None,
+    failed: FailedOption = False,
+    since: SinceOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 50,
+) -> None:
+    """List recorded deliveries, newest first: what arrived, what it asked for, where it stands."""
+    from smartplex_sync.store import webhooks
+
+    rows = webhooks.find(
+        get_engine(get_settings().sqlalchemy_url),
+        source=source.value if source else None,
+        failed=failed,
+        since=_since(since),
+        limit=limit,
+    )
+    for line in format_deliveries(rows) if rows else ["no deliveries match"]:
+        typer.echo(line)
+
+
+@webhooks_app.command("show")
+def webhooks_show(webhook_id: Annotated[int, typer.Argument(help="The webhook_log id.")]) -> None:
+    """One delivery in full: its fields, the runs it asked for and its stored payload, secrets hidden."""
+    from smartplex_sync.redact import redact
+    from smartplex_sync.store import webhooks
+
+    settings = get_settings()
+    engine = get_engine(settings.sqlalchemy_url)
+    row = webhooks.get(engine, webhook_id)
+    if row is None:
+        typer.echo(f"no webhook {webhook_id}", err=True)
+        raise typer.Exit(1)
+    row = redact({**row, "flow_run_ids": webhooks.flow_runs_of(engine, webhook_id)}, settings.secret_values())
+    payload, requests = row.pop("payload"), row.pop("sync_requests")
+    for name, value in row.items():
+        if isinstance(value, datetime):
+            value = _when(value)
+        elif isinstance(value, list):
+            value = ", ".join(value) or "-"
+        typer.echo(f"{name + ':':<19}{value}")
+    typer.echo("sync_requests:")
+    for request in requests:
+        typer.echo(f"  {json.dumps(request, sort_keys=True)}")
+    typer.echo("payload:" + (" (none kept)" if payload is None else ""))
+    if payload is not None:
+        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+@webhooks_app.command("replay")
+def webhooks_replay(
+    webhook_id: Annotated[int | None, typer.Argument(help="The webhook_log id to replay.")] = None,
+    failed: FailedOption = False,
+    since: SinceOption = None,
+) -> None:
+    """Parse stored deliveries again with today's parsers and record each as a new delivery, as
+    `POST /api/webhooks/{id}/replay` does. A running gateway's dispatcher turns them into flow runs.
+
+    `replay N` replays one; `replay --failed --since T` every failed delivery received since T, oldest
+    first, except those still being dispatched (the dispatcher retries them) and those that kept no
+    readable body."""
+    from smartplex_sync.errors import PayloadError
+    from smartplex_sync.store import webhooks
+    from webhook_gateway.deliveries import replay
+
+    if (webhook_id is None) == (not failed):
+        raise typer.BadParameter("give a webhook id, or --failed with --since")
+    if failed and since is None:
+        raise typer.BadParameter("--failed needs --since, so that a replay never reaches back without bound")
+    settings = get_settings()
+    engine = get_engine(settings.sqlalchemy_url)
+    scan_grace = timedelta(seconds=settings.plex_scan_grace_seconds)
+    if webhook_id is not None:
+        try:
+            replayed = replay(engine, webhook_id, scan_grace)
+        except PayloadError as refused:
+            typer.echo(
+                f"webhook {webhook_id} not replayed ({refused.status_code}): {refused.message}", err=True
+            )
+            raise typer.Exit(1) from None
+        typer.echo(
+            f"webhook {webhook_id} → webhook {replayed.row_id}: {replayed.parsed.action_label} ({replayed.note})"
+        )
+        return
+    counts = {"replayed": 0, "still rejected": 0, "skipped": 0}
+    for row in webhooks.find(engine, failed=True, since=_since(since), limit=None, oldest_first=True):
+        if not row["processed"]:
+            counts["skipped"] += 1
+            typer.echo(f"webhook {row['id']} skipped: still being dispatched (the dispatcher retries it)")
+            continue
+        try:
+            replayed = replay(engine, row["id"], scan_grace)
+        except PayloadError as refused:
+            counts["skipped" if refused.status_code == 409 else "still rejected"] += 1
+            typer.echo(f"webhook {row['id']} not replayed ({refused.status_code}): {refused.message}")
+            continue
+        counts["replayed"] += 1
+        typer.echo(f"webhook {row['id']} → webhook {replayed.row_id}: {replayed.parsed.action_label}")
+    typer.echo(", ".join(f"{count} {what}" for what, count in counts.items()))

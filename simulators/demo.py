@@ -138,10 +138,13 @@ def service_env(base_url: str) -> dict[str, str]:
 class Driver:
     """Makes the demo world change and tells the gateway, as the real services would."""
 
-    def __init__(self, world: DemoWorld, gateway_url: str, token: str | None) -> None:
+    def __init__(
+        self, world: DemoWorld, gateway_url: str, plex_token: str | None, tautulli_token: str | None
+    ) -> None:
         self.world = world
         self.gateway_url = gateway_url.rstrip("/")
-        self.token = token
+        self.plex_token = plex_token
+        self.tautulli_token = tautulli_token
 
     def add_to_library(self) -> Item:
         library = self.world.library
@@ -156,7 +159,7 @@ class Driver:
                 )
                 item = library.children(season.rating_key)[0]
         response = plex.send_library_new(
-            f"{self.gateway_url}/api/webhooks/plex", item, self.token, library=library
+            f"{self.gateway_url}/api/webhooks/plex", item, self.plex_token, library=library
         )
         log.info("library.new %r → gateway %s", item.title, response.status_code)
         return item
@@ -167,7 +170,7 @@ class Driver:
             item = world.rng.choice(playable(world.library))
             started = int(datetime.now(UTC).timestamp()) - item.duration_seconds
             play = world.history.add_play(item, started=started, percent_complete=world.rng.randint(40, 100))
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        headers = {"Authorization": f"Bearer {self.tautulli_token}"} if self.tautulli_token else None
         response = tautulli.send_webhook(
             f"{self.gateway_url}/api/webhooks/tautulli",
             play,
@@ -189,6 +192,8 @@ class Driver:
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    # httpx logs every URL it posts to, and the driver posts Plex's webhooks with `?token=` like Plex does.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m simulators.demo")
     parser.add_argument("--port", type=int, help="loopback port to serve on (default: one the OS picks)")
     port = parser.parse_args(argv).port
@@ -202,9 +207,13 @@ def main(argv: list[str]) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         (settings.data_dir / "demo.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         log.info("DEMO MODE: simulated Plex, Tautulli, Sonarr, Radarr and Overseerr at %s", base_url)
-        token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
-        gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
-        Driver(world, gateway, token).run(stop)
+        plex_token, tautulli_token = (settings.source_token(source) for source in ("plex", "tautulli"))
+        Driver(
+            world,
+            f"http://{settings.gateway_host}:{settings.gateway_port}",
+            plex_token.get_secret_value() if plex_token else None,
+            tautulli_token.get_secret_value() if tautulli_token else None,
+        ).run(stop)
 
 
 if __name__ == "__main__":

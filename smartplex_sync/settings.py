@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+WEBHOOK_SOURCES = ("plex", "tautulli", "sonarr", "radarr", "overseerr")
 
 
 def normalize_database_url(url: str) -> str:
@@ -39,7 +40,38 @@ class Settings(BaseSettings):
 
     webhook_token: SecretStr | None = Field(
         None,
-        description="Shared secret every webhook must carry. Unset: only loopback clients are accepted.",
+        description="Secret every webhook must carry, for the sources without a token of their own. "
+        "Unset: only local clients (loopback, not forwarded by a proxy) are accepted.",
+    )
+    plex_webhook_token: SecretStr | None = Field(None, description="Plex's own webhook token (`?token=`).")
+    tautulli_webhook_token: SecretStr | None = Field(None, description="Tautulli's own webhook token.")
+    sonarr_webhook_token: SecretStr | None = Field(None, description="Sonarr's own webhook token.")
+    radarr_webhook_token: SecretStr | None = Field(None, description="Radarr's own webhook token.")
+    overseerr_webhook_token: SecretStr | None = Field(None, description="Overseerr's own webhook token.")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the admin endpoints (status, replay). A webhook token never opens them. "
+        "Unset (and no Supabase sign-in): only local clients.",
+    )
+    supabase_url: str | None = Field(
+        None,
+        description="https://<ref>.supabase.co: lets SmartPlex admins signed in with Supabase Auth use the "
+        "admin endpoints with their session token.",
+    )
+    supabase_role_claim: str | None = Field(
+        None,
+        description="Dotted claim holding the user's role (e.g. app_metadata.role). Unset: the role is read "
+        "from SmartPlex's users table (users.role of the token's sub).",
+    )
+    supabase_users_table: str = Field(
+        "users", description="SmartPlex's users table (schema-qualified if needed, e.g. public.users)."
+    )
+    supabase_admin_roles: Annotated[list[str], NoDecode] = Field(
+        ["admin"], description="Roles that may use the admin endpoints (comma-separated)."
+    )
+    supabase_jwt_audience: str = "authenticated"
+    supabase_jwks_cache_seconds: float = Field(
+        600, gt=0, description="How long the project's signing keys are kept before they are fetched again."
     )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Larger bodies are answered 413.")
     body_timeout_seconds: float = Field(
@@ -103,7 +135,14 @@ class Settings(BaseSettings):
     def _normalize_url(cls, value: str) -> str:
         return normalize_database_url(value.strip())
 
-    @field_validator("plex_url", "tautulli_url", "sonarr_url", "radarr_url", "overseerr_url")
+    @field_validator("supabase_admin_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [role.strip() for role in value.split(",") if role.strip()]
+        return value
+
+    @field_validator("plex_url", "tautulli_url", "sonarr_url", "radarr_url", "overseerr_url", "supabase_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         if value is None:
@@ -115,9 +154,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_open_gateway(self) -> Settings:
-        if self.webhook_token is None and self.gateway_host not in LOOPBACK_HOSTS:
+        open_sources = [source for source in WEBHOOK_SOURCES if self.source_token(source) is None]
+        if open_sources and self.gateway_host not in LOOPBACK_HOSTS:
+            names = ", ".join(f"SMARTPLEX_{source.upper()}_WEBHOOK_TOKEN" for source in open_sources)
             raise ValueError(
-                "SMARTPLEX_WEBHOOK_TOKEN must be set when SMARTPLEX_GATEWAY_HOST is not a loopback address"
+                "SMARTPLEX_WEBHOOK_TOKEN (or each of " + names + ") must be set when "
+                "SMARTPLEX_GATEWAY_HOST is not a loopback address"
             )
         return self
 
@@ -125,6 +167,21 @@ class Settings(BaseSettings):
         """`(quiet, max_wait)` seconds of a deployment (`plex-library-sync` → SMARTPLEX_PLEX_*)."""
         service = deployment.split("-", 1)[0]
         return getattr(self, f"{service}_quiet_seconds"), getattr(self, f"{service}_max_wait_seconds")
+
+    def source_token(self, source: str) -> SecretStr | None:
+        """The token `source`'s webhooks must carry: its own, else the shared one, else None (local only)."""
+        own: SecretStr | None = getattr(self, f"{source}_webhook_token")
+        return own or self.webhook_token
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret (our tokens, the services' keys, the database password): what must never
+        be shown or logged."""
+        from sqlalchemy.engine import make_url  # here: most users of the settings never need SQLAlchemy
+
+        values = (getattr(self, name) for name in type(self).model_fields)
+        secrets = [value.get_secret_value() for value in values if isinstance(value, SecretStr) and value]
+        password = make_url(self.sqlalchemy_url).password
+        return [*secrets, password] if password else secrets
 
     @property
     def prefect_api(self) -> str:

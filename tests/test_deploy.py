@@ -317,7 +317,7 @@ def delivered_and_synced(
     answer = httpx.post(
         f"http://127.0.0.1:{gateway_port}/api/webhooks/plex",
         files={"payload": (None, json.dumps({"event": "library.new", "Metadata": {"ratingKey": movie}}))},
-        headers={"X-Webhook-Token": "compose-token"},
+        params={"token": "compose-token"},  # as Plex sends it: the URL is all it has
         timeout=30,
     )
     assert answer.status_code == 202, answer.text

@@ -16,6 +16,7 @@ from webhook_gateway.deps import Gateway
 from webhook_gateway.dispatch import Dispatcher
 from webhook_gateway.limits import SourceLimiter
 from webhook_gateway.routes import router
+from webhook_gateway.supabase_auth import SupabaseAdmins
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
@@ -23,7 +24,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     settings = settings or get_settings()
     engine = get_engine(settings.sqlalchemy_url)
     gateway = Gateway(
-        settings, engine, SourceLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        settings,
+        engine,
+        SourceLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        supabase_admins=SupabaseAdmins.from_settings(settings, engine),
     )
     if background:
         gateway.dispatcher = Dispatcher(engine, settings)

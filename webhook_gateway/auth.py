@@ -1,39 +1,105 @@
-"""Who may post webhooks.
+"""Who may post webhooks, and who may use the admin endpoints.
 
-With SMARTPLEX_WEBHOOK_TOKEN set, every delivery must carry it, in whichever way its service can send it:
-- `Authorization: Bearer <token>` (Overseerr's "Authorization Header", Tautulli's JSON headers),
-- `X-Webhook-Token: <token>` (any service with custom headers),
-- HTTP Basic auth with the token as password (Sonarr/Radarr "Username"/"Password"),
-- `?token=<token>` in the URL (Plex, which can send nothing else).
-Without a token only loopback clients are accepted (settings refuse a non-loopback bind without one).
+Each source has its own token (`SMARTPLEX_<SOURCE>_WEBHOOK_TOKEN`, else the shared `SMARTPLEX_WEBHOOK_TOKEN`),
+accepted only in the forms its sender can send, so that a token leaked from one sender's settings opens
+that sender's endpoint and nothing else:
+
+| source    | forms                                                                          |
+|-----------|--------------------------------------------------------------------------------|
+| plex      | `?token=` (Plex can send nothing else)                                         |
+| tautulli  | `Authorization: Bearer`, `X-Webhook-Token` (its JSON Headers box)              |
+| sonarr    | Basic auth password, `Authorization: Bearer`, `X-Webhook-Token` (its Headers)  |
+| radarr    | as Sonarr                                                                      |
+| overseerr | `Authorization: Bearer <token>` or the bare token (its Authorization Header)   |
+
+The admin endpoints take `Authorization: Bearer <SMARTPLEX_ADMIN_TOKEN>` (or a Supabase session token,
+see `supabase_auth`), never a webhook token and never a URL.
+
+Without a token a source (or the admin endpoints) accepts only *local* clients: a loopback peer whose
+request carries no proxy header (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`, `Via`). A reverse proxy on the
+same host is a loopback peer, and those headers are how it says it speaks for someone else.
+
+Every comparison hashes both sides to SHA-256 digests first, so `hmac.compare_digest` compares equal
+lengths and reveals neither the token nor its length.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import ipaddress
+from enum import StrEnum
 
 from starlette.requests import Request
 
 
-def presented_tokens(request: Request) -> list[str]:
-    tokens = []
-    authorization = request.headers.get("authorization", "")
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value:
-        tokens.append(value.strip())
-    elif scheme.lower() == "basic" and value:
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("latin-1")
-        except (binascii.Error, ValueError):
-            decoded = ""
-        tokens.append(decoded.partition(":")[2])
-    if header := request.headers.get("x-webhook-token"):
-        tokens.append(header.strip())
-    if query := request.query_params.get("token"):
+class Form(StrEnum):
+    """A way a sender can carry its token."""
+
+    QUERY = "?token= in the URL"
+    BEARER = "Authorization: Bearer <token>"
+    HEADER = "X-Webhook-Token: <token>"
+    BASIC = "Basic auth password"
+
+
+ACCEPTED_FORMS: dict[str, tuple[Form, ...]] = {
+    "plex": (Form.QUERY,),
+    "tautulli": (Form.BEARER, Form.HEADER),
+    "sonarr": (Form.BASIC, Form.BEARER, Form.HEADER),
+    "radarr": (Form.BASIC, Form.BEARER, Form.HEADER),
+    "overseerr": (Form.BEARER,),
+}
+
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "via")
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+def token_matches(candidates: list[str], expected: str) -> bool:
+    """True if any candidate is `expected`; every candidate is compared, each in constant time."""
+    wanted = _digest(expected)
+    found = False
+    for candidate in candidates:
+        found |= hmac.compare_digest(_digest(candidate), wanted)
+    return found
+
+
+def bearer_token(request: Request) -> str | None:
+    """The value of `Authorization: Bearer <value>`, if that is what the request carries."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def _basic_password(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("latin-1")  # as Sonarr encodes it
+    except (binascii.Error, ValueError):
+        return None
+    return decoded.partition(":")[2]
+
+
+def presented_tokens(request: Request, forms: tuple[Form, ...]) -> list[str]:
+    """What the request carries in the forms accepted for its source."""
+    tokens: list[str] = []
+    if Form.QUERY in forms and (query := request.query_params.get("token")):
         tokens.append(query)
+    if Form.BEARER in forms:
+        authorization = request.headers.get("authorization", "").strip()
+        if bearer := bearer_token(request):
+            tokens.append(bearer)
+        elif authorization and " " not in authorization:  # Overseerr sends its field verbatim
+            tokens.append(authorization)
+    if Form.HEADER in forms and (header := request.headers.get("x-webhook-token")):
+        tokens.append(header.strip())
+    if Form.BASIC in forms and (password := _basic_password(request)) is not None:
+        tokens.append(password)
     return tokens
 
 
@@ -46,8 +112,32 @@ def is_loopback(host: str | None) -> bool:
         return host == "localhost"
 
 
-def is_authorized(request: Request, token: str | None) -> bool:
+def forwarding_headers(request: Request) -> list[str]:
+    return [name for name in FORWARDING_HEADERS if name in request.headers]
+
+
+def is_local(request: Request) -> bool:
+    """A client on this machine talking to us directly: loopback, and not relayed by a proxy."""
+    return is_loopback(request.client.host if request.client else None) and not forwarding_headers(request)
+
+
+def not_local_reason(request: Request, settings_names: str) -> str:
+    """Why a request is refused where no token is set (`settings_names`) and only local clients may come."""
+    unset = f"no token is set ({settings_names})"
+    if relayed := forwarding_headers(request):
+        return f"{unset}, and a request relayed by a proxy ({', '.join(relayed)}) is not a local client"
+    return f"{unset}, so only clients on this machine are accepted"
+
+
+def webhook_refusal(request: Request, source: str, token: str | None) -> str | None:
+    """None if `source`'s endpoint may take this request, else why not (safe to store and answer)."""
     if token is None:
-        return is_loopback(request.client.host if request.client else None)
-    expected = token.encode()
-    return any(hmac.compare_digest(candidate.encode(), expected) for candidate in presented_tokens(request))
+        names = f"SMARTPLEX_{source.upper()}_WEBHOOK_TOKEN or SMARTPLEX_WEBHOOK_TOKEN"
+        return None if is_local(request) else not_local_reason(request, names)
+    forms = ACCEPTED_FORMS[source]
+    if token_matches(presented_tokens(request, forms), token):
+        return None
+    return (
+        f"missing or wrong {source} webhook token; {source} carries it as "
+        f"{' or '.join(form.value for form in forms)} (see docs/webhooks.md)"
+    )

@@ -10,18 +10,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, Source
+from smartplex_sync.models import Source
 from smartplex_sync.requests import ParsedDelivery
 from smartplex_sync.store import schedules, webhooks
-from webhook_gateway import sources
-from webhook_gateway.auth import is_authorized
+from webhook_gateway import auth, deliveries
 from webhook_gateway.deps import Gateway, GatewayDep
 from webhook_gateway.intake import decode
 from webhook_gateway.limits import Refusal
+from webhook_gateway.supabase_auth import SignInError, looks_like_jwt
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,12 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
     refusal = gateway.limiter.admit(source)
     if refusal is not None:
         return await _refuse_over_limit(gateway, source, refusal)
-    token = gateway.settings.webhook_token
-    if not is_authorized(request, token.get_secret_value() if token else None):
+    token = gateway.settings.source_token(source.value)
+    if denied := auth.webhook_refusal(request, source.value, token.get_secret_value() if token else None):
         # Recorded without its body: we keep no data from whoever sent it, only that it happened.
-        error = PayloadError("missing or wrong webhook token (see docs/webhooks.md)", 401)
+        error = PayloadError(denied, 401)
         row_id = await _record(gateway, source, None, None, error)
+        log.info("%s webhook %d refused (401): %s", source.value, row_id, denied)
         return _reject(row_id, error)
 
     decoded = await decode(
@@ -121,7 +123,7 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
         max_bytes=gateway.settings.max_body_bytes,
         timeout_seconds=gateway.settings.body_timeout_seconds,
     )
-    parsed, error = (None, decoded.error) if decoded.error else _parse(source, decoded.payload)
+    parsed, error = (None, decoded.error) if decoded.error else deliveries.interpret(source, decoded.payload)
     row_id = await _record(gateway, source, decoded.stored, parsed, error)
     if error is not None:
         log.info("%s webhook %d rejected (%d): %s", source.value, row_id, error.status_code, error.message)
@@ -160,14 +162,8 @@ def _accept(
     return JSONResponse(accepted.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
-def _parse(source: Source, payload: Any) -> tuple[ParsedDelivery | None, PayloadError | None]:
-    try:
-        return sources.parse(source, payload), None
-    except PayloadError as exc:
-        return None, exc
-    except Exception:  # a parser bug must not cost the delivery: keep it, answer 422, fix, replay
-        log.exception("%s parser failed", source.value)
-        return None, PayloadError("the payload could not be interpreted", 422)
+def _scan_grace(gateway: Gateway) -> timedelta:
+    return timedelta(seconds=gateway.settings.plex_scan_grace_seconds)
 
 
 async def _record(
@@ -177,24 +173,9 @@ async def _record(
     parsed: ParsedDelivery | None,
     error: PayloadError | None,
 ) -> int:
-    if parsed is not None:
-        fields = {
-            "event_type": parsed.event_type,
-            "action": parsed.action_label,
-            "requests": parsed.requests,
-            "scan_grace": timedelta(seconds=gateway.settings.plex_scan_grace_seconds),
-        }
-    else:
-        assert error is not None
-        fields = {
-            "event_type": error.event_type,
-            "action": Action.REJECTED.value,
-            "http_status": error.status_code,
-            "error_message": error.message,
-        }
     try:
         return await run_in_threadpool(
-            webhooks.record, gateway.engine, source=source.value, payload=payload, **fields
+            deliveries.record, gateway.engine, source, payload, parsed, error, _scan_grace(gateway)
         )
     except Exception as exc:
         # Not recorded means not acknowledged: the sender must see a failure (it is not the input's fault).
@@ -227,13 +208,38 @@ for _source in Source:
     _add_webhook_route(_source)
 
 
-def require_token(request: Request, gateway: GatewayDep) -> None:
-    token = gateway.settings.webhook_token
-    if not is_authorized(request, token.get_secret_value() if token else None):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong webhook token")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="SMARTPLEX_ADMIN_TOKEN, or a SmartPlex admin's Supabase session token (docs/operations.md).",
+)
 
 
-Authorized = Annotated[None, Depends(require_token)]
+async def require_admin(
+    request: Request,
+    gateway: GatewayDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """The admin endpoints: `Authorization: Bearer` with SMARTPLEX_ADMIN_TOKEN or an admin's Supabase session
+    token. With neither configured, local clients only. A webhook token never opens them."""
+    admin_token, supabase = gateway.settings.admin_token, gateway.supabase_admins
+    bearer = credentials.credentials.strip() if credentials else None
+    if admin_token is not None and bearer and auth.token_matches([bearer], admin_token.get_secret_value()):
+        return
+    if supabase is not None and bearer and looks_like_jwt(bearer):
+        try:
+            await supabase.admin(bearer)
+        except SignInError as refused:
+            raise HTTPException(refused.status_code, refused.message, _CHALLENGE) from None
+        return
+    if admin_token is None and supabase is None:
+        if auth.is_local(request):
+            return
+        raise HTTPException(401, auth.not_local_reason(request, "SMARTPLEX_ADMIN_TOKEN"), _CHALLENGE)
+    raise HTTPException(401, "missing or wrong admin token (Authorization: Bearer)", _CHALLENGE)
+
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+Admin = Annotated[None, Depends(require_admin)]
 
 
 @router.post(
@@ -245,36 +251,30 @@ Authorized = Annotated[None, Depends(require_token)]
     responses={404: {"model": WebhookError}, 409: {"model": WebhookError}},
 )
 async def replay(
-    webhook_id: Annotated[int, Path(ge=1, le=2**63 - 1)], gateway: GatewayDep, _: Authorized
+    webhook_id: Annotated[int, Path(ge=1, le=2**63 - 1)], gateway: GatewayDep, _: Admin
 ) -> JSONResponse:
     """Parse a stored delivery again with today's parsers and record it as a new delivery (which the
     dispatcher then turns into flow runs). For deliveries rejected by a since-fixed parser, or to re-run
-    the syncs a delivery asked for."""
-    original = await run_in_threadpool(webhooks.get, gateway.engine, webhook_id)
-    if original is None:
-        return _reject(None, PayloadError(f"no webhook {webhook_id}", 404))
-    payload = original["payload"]
-    if payload is None or (isinstance(payload, dict) and set(payload) == {"raw"}):
-        return _reject(
-            webhook_id, PayloadError(f"webhook {webhook_id} has no readable payload to replay", 409)
+    the syncs a delivery asked for. `smartplex-sync webhooks replay` does the same."""
+    try:
+        replayed = await run_in_threadpool(
+            deliveries.replay, gateway.engine, webhook_id, _scan_grace(gateway)
         )
-    source = Source(original["source"])
-    parsed, error = _parse(source, payload)
-    if error is not None:
-        return _reject(webhook_id, error)
-    assert parsed is not None
-    row_id = await _record(gateway, source, payload, parsed, None)
-    note = f"replay of webhook {webhook_id}" + (f"; {parsed.note}" if parsed.note else "")
-    return _accept(gateway, row_id, source, parsed, note)
+    except PayloadError as error:
+        return _reject(None if error.status_code == 404 else webhook_id, error)
+    except Exception as exc:
+        log.exception("could not replay webhook %d", webhook_id)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the webhook log is unavailable") from exc
+    return _accept(gateway, replayed.row_id, replayed.source, replayed.parsed, replayed.note)
 
 
 @router.get("/api/webhooks/status", tags=["status"], summary="Deliveries per source and the latest ones")
-async def webhook_status(gateway: GatewayDep, _: Authorized, limit: int = 20) -> dict[str, Any]:
+async def webhook_status(gateway: GatewayDep, _: Admin, limit: int = 20) -> dict[str, Any]:
     return await run_in_threadpool(webhooks.summary, gateway.engine, recent=max(1, min(limit, 200)))
 
 
 @router.get("/api/sync/status", tags=["status"], summary="Each service's schedule and its last run")
-async def sync_status(gateway: GatewayDep, _: Authorized) -> dict[str, Any]:
+async def sync_status(gateway: GatewayDep, _: Admin) -> dict[str, Any]:
     """`sync_schedule` as the mirror last saw Prefect: interval, enabled, next and last run, last error."""
     rows = await run_in_threadpool(schedules.read_schedules, gateway.engine)
     fields = (

@@ -71,6 +71,20 @@ def get(engine: Engine, delivery_id: int) -> dict[str, Any] | None:
     return row._asdict() if row else None
 
 
+_LISTED = (
+    webhook_log.c.id,
+    webhook_log.c.source,
+    webhook_log.c.event_type,
+    webhook_log.c.received_at,
+    webhook_log.c.processed,
+    webhook_log.c.processed_at,
+    webhook_log.c.action,
+    webhook_log.c.http_status,
+    webhook_log.c.flow_run_id,
+    webhook_log.c.error_message,
+)
+
+
 def summary(engine: Engine, *, recent: int = 20) -> dict[str, Any]:
     """Counts per source and the most recent deliveries, for the status endpoint. Never the payloads."""
     with engine.connect() as conn:
@@ -81,22 +95,7 @@ def summary(engine: Engine, *, recent: int = 20) -> dict[str, Any]:
                 func.sum(case((webhook_log.c.processed.is_(False), 1), else_=0)),
             ).group_by(webhook_log.c.source)
         ).all()
-        rows = conn.execute(
-            select(
-                webhook_log.c.id,
-                webhook_log.c.source,
-                webhook_log.c.event_type,
-                webhook_log.c.received_at,
-                webhook_log.c.processed,
-                webhook_log.c.processed_at,
-                webhook_log.c.action,
-                webhook_log.c.http_status,
-                webhook_log.c.flow_run_id,
-                webhook_log.c.error_message,
-            )
-            .order_by(webhook_log.c.id.desc())
-            .limit(recent)
-        ).all()
+        rows = conn.execute(select(*_LISTED).order_by(webhook_log.c.id.desc()).limit(recent)).all()
         runs = queue.runs_of(conn, [row.id for row in rows])
     return {
         "total_webhooks": sum(count for _, count, _ in per_source),
@@ -104,6 +103,39 @@ def summary(engine: Engine, *, recent: int = 20) -> dict[str, Any]:
         "by_source": {source: count for source, count, _ in per_source},
         "recent_webhooks": [{**row._asdict(), "flow_run_ids": runs.get(row.id, [])} for row in rows],
     }
+
+
+def find(
+    engine: Engine,
+    *,
+    source: str | None = None,
+    failed: bool = False,
+    since: datetime | None = None,
+    limit: int | None = 50,
+    oldest_first: bool = False,
+) -> list[dict[str, Any]]:
+    """Deliveries without their payloads, newest first (or oldest first), each with its `flow_run_ids`.
+
+    `failed`: rejected (a 4xx answer) or carrying an error (dispatch retrying, or a flow run failed).
+    """
+    query = select(*_LISTED)
+    if source is not None:
+        query = query.where(webhook_log.c.source == source)
+    if failed:
+        query = query.where((webhook_log.c.http_status >= 400) | webhook_log.c.error_message.is_not(None))
+    if since is not None:
+        query = query.where(webhook_log.c.received_at >= since)
+    query = query.order_by(webhook_log.c.id if oldest_first else webhook_log.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+        runs = queue.runs_of(conn, [row.id for row in rows])
+    return [{**row._asdict(), "flow_run_ids": runs.get(row.id, [])} for row in rows]
+
+
+def flow_runs_of(engine: Engine, delivery_id: int) -> list[str]:
+    """Every flow run that served one delivery, oldest first."""
+    with engine.connect() as conn:
+        return queue.runs_of(conn, [delivery_id]).get(delivery_id, [])
 
 
 def last_per_source(engine: Engine) -> dict[str, dict[str, Any]]:
