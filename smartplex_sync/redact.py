@@ -8,6 +8,7 @@ secret-named keys, secret-named URL parameters and every configured secret are r
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -43,3 +44,19 @@ def _redact(value: Any, secrets: list[str]) -> Any:
             text = text.replace(secret, REDACTED)
         return text
     return value
+
+
+class UrlSecretsFilter(logging.Filter):
+    """Hides secret-named URL parameters in a logger's records. httpx logs the URL of every request at
+    INFO, and Tautulli's API takes its key only as `apikey=` in the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_PARAMETER.sub(lambda m: m.group("name") + REDACTED, str(arg))
+                if not isinstance(arg, int | float)
+                else arg
+                for arg in record.args
+            )
+        record.msg = _SECRET_PARAMETER.sub(lambda m: m.group("name") + REDACTED, str(record.msg))
+        return True

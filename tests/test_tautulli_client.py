@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -150,3 +151,16 @@ def test_missing_settings_are_named() -> None:
     )  # type: ignore[call-arg]
     with TautulliClient.from_settings(configured) as client:
         assert client.base_url == "http://t:8181/tautulli"
+
+
+def test_the_api_key_never_reaches_a_log_line_even_at_info(
+    tautulli: tuple[str, SimulatorState], caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx logs every request's URL at INFO, and Tautulli takes its key in the query string."""
+    url, _ = tautulli
+    caplog.set_level(logging.INFO, logger="httpx")
+    with TautulliClient(url, KEY) as client:
+        client.server_info()
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "get_server_info" in logged  # the request was logged
+    assert KEY not in logged and "apikey=[redacted]" in logged

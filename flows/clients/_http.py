@@ -3,12 +3,17 @@ and a count of the requests made (reported in each run's artifact)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Self
 
 import httpx
 
 from smartplex_sync.errors import PermanentServiceError, TransientServiceError
+from smartplex_sync.redact import UrlSecretsFilter
+
+# Whatever level a worker's logging is set to, a request's URL never shows an API key.
+logging.getLogger("httpx").addFilter(UrlSecretsFilter())
 
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
