@@ -72,10 +72,10 @@ def dispatched_row(engine: Engine, row_id: int) -> dict[str, Any]:
             row = conn.execute(select(webhook_log).where(webhook_log.c.id == row_id)).one()._asdict()
         return row if row["processed"] and row["flow_run_id"] else None
 
-    return wait_for(done, 60, f"webhook {row_id} dispatched")
+    return wait_for(done, 240, f"webhook {row_id} dispatched")
 
 
-def finished_runs(run_ids: list[str], timeout: float = 240) -> dict[str, Any]:
+def finished_runs(run_ids: list[str], timeout: float = 420) -> dict[str, Any]:
     async def states() -> dict[str, Any]:
         async with get_client() as client:
             runs = [await client.read_flow_run(run_id) for run_id in run_ids]
@@ -191,7 +191,7 @@ def test_a_failing_run_shows_its_error_on_the_delivery(gateway: str, engine: Eng
                 select(webhook_log.c.error_message).where(webhook_log.c.id == row["id"])
             ).scalar_one()
 
-    message = wait_for(error_shown, 30, "the run's error on its delivery")
+    message = wait_for(error_shown, 60, "the run's error on its delivery")
     assert message.startswith(f"flow run {row['flow_run_id']} failed:") and "999" in message
     status = httpx.get(f"{gateway}/api/webhooks/status").json()
     assert next(w for w in status["recent_webhooks"] if w["id"] == row["id"])["error_message"] == message
@@ -263,7 +263,7 @@ def test_a_burst_during_a_run_gets_exactly_one_follow_up_run(
 
     tautulli_state.inject(8.0)  # the first run's first request stalls: it is surely running meanwhile
     first = stop(plays[0])
-    [first_run] = wait_for(lambda: served_by(engine, first), 60, "the first run")
+    [first_run] = wait_for(lambda: served_by(engine, first), 240, "the first run")
 
     def running() -> bool:
         async def state() -> Any:
@@ -273,7 +273,7 @@ def test_a_burst_during_a_run_gets_exactly_one_follow_up_run(
         current = asyncio.run(state())
         return current is not None and (current.is_running() or current.is_final())
 
-    wait_for(running, 120, "the first run running")
+    wait_for(running, 240, "the first run running")
     burst = [stop(play) for play in plays[1:]]
     for webhook_id in burst:
         dispatched_row(engine, webhook_id)
