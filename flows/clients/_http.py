@@ -3,7 +3,9 @@ and a count of the requests made (reported in each run's artifact)."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
+from functools import cache
 from typing import Any, Self
 
 import httpx
@@ -11,6 +13,13 @@ import httpx
 from smartplex_sync.errors import PermanentServiceError, TransientServiceError
 
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+@cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying context for every client: loading the CA bundle costs a few hundred milliseconds on
+    a busy machine, and each flow run makes new clients."""
+    return httpx.create_ssl_context()
 
 
 class ServiceClient:
@@ -35,6 +44,7 @@ class ServiceClient:
             params=dict(params or {}),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport,
+            verify=_ssl_context(),
         )
 
     def request(
