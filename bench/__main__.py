@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCHMARKS = ("gateway", "plex_sync", "tautulli_sync")
+BENCHMARKS = ("gateway", "plex_sync", "tautulli_sync", "deletion")
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
