@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench migrate install postgres-binaries clean
+.PHONY: run test lint bench model-test migrate install postgres-binaries clean
 
 run: $(STAMP)
 	$(BIN)/smartplex-sync run
@@ -20,6 +20,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The model-based test of the whole data path, long: 2,000 examples on SQLite and on PostgreSQL.
+model-test: $(STAMP) postgres-binaries
+	SMARTPLEX_MODEL_EXAMPLES=2000 SMARTPLEX_MODEL_STEPS=15 $(BIN)/pytest tests/test_data_path_model.py -s -p no:logging
 
 migrate: $(STAMP)
 	$(BIN)/smartplex-sync migrate

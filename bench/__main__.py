@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCHMARKS = ("latency", "burst", "gateway", "plex_sync", "tautulli_sync", "memory")
+BENCHMARKS = ("latency", "burst", "deletion", "gateway", "plex_sync", "tautulli_sync", "memory")
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 _SECTION = re.compile(r"<!-- bench:(?P<name>\w+) -->\n.*?<!-- /bench:(?P=name) -->\n?", re.DOTALL)
 

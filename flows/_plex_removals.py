@@ -8,26 +8,28 @@ items it has and 404 when it has none of them, so
 - an item Plex still lists but keeps in its trash (`deletedAt`, or every part neither `exists` nor
   `accessible`) counts as gone: it is unavailable, and SmartPlex must never offer it for cleanup;
 - an error, a timeout or a 200 without items decides nothing: those rows stay and are reported.
-An upgrade (`deleteReason: upgrade`, or the same item imported again in the same window) removes nothing.
-An episode file removes its episode row only; its season goes only when Plex dropped the season too and
-no episode row of it is left; the show never goes on an episode's account.
+A series check asks about the show and every row below it (with Plex's trash kept, the show can stay
+while its episodes are trashed). An episode file removes its episode row only; its season, and then its
+show, go only when Plex dropped them too (404) and no row below them is left: never on the episode's
+account alone. Upgrades never get here: the parsers ask for no check on `deleteReason: upgrade`, and the
+merge drops a check when a later delivery imported the same item again
+(`smartplex_sync.requests.drop_reimported`).
 
-Pure decisions (`plex_verdict`, `decide`, `drop_reimported`) are kept apart from the I/O
-(`check_removals`), which takes its parameters as plain `RemovalCheck`s.
+Pure decisions (`plex_verdict`, `decide`) are kept apart from the I/O (`check_removals`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
 from sqlalchemy import Connection, Engine
 
 from flows._plex_items import in_trash
 from flows.clients.plex import PlexClient
 from smartplex_sync.errors import ServiceError
+from smartplex_sync.requests import RemovalCheck
 from smartplex_sync.store.media import (
     StoredItem,
     find_by_ids,
@@ -41,51 +43,10 @@ BATCH_SIZE = 50
 """Rating keys per `/library/metadata/{k1},...` request (keeps the URL short)."""
 
 
-class RemovalCheck(BaseModel):
-    """What one Sonarr/Radarr delete event identifies. `movie` (Radarr MovieDelete, MovieFileDelete),
-    `series` (Sonarr SeriesDelete), `episode_file` (Sonarr EpisodeFileDelete: `episodes` holds its
-    (season, episode) numbers). Ids the arr does not know are None (it sends 0 or leaves them out)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    service: Literal["sonarr", "radarr"]
-    kind: Literal["movie", "series", "episode_file"]
-    arr_id: int | None = None
-    tmdb_id: int | None = None
-    tvdb_id: int | None = None
-    imdb_id: str | None = None
-    episodes: tuple[tuple[int, int], ...] = ()
-    upgrade: bool = False
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if (self.service == "radarr") != (self.kind == "movie"):
-            raise ValueError(f"{self.service} does not delete a {self.kind}")
-        if self.kind == "episode_file" and not self.episodes:
-            raise ValueError("an episode_file check names its (season, episode) numbers")
-        return self
-
-    @property
-    def label(self) -> str:
-        ids = {"id": self.arr_id, "tmdb": self.tmdb_id, "tvdb": self.tvdb_id, "imdb": self.imdb_id}
-        named = " ".join(f"{k}={v}" for k, v in ids.items() if v)
-        episodes = " ".join(f"S{s:02d}E{e:02d}" for s, e in self.episodes)
-        return " ".join(filter(None, (self.service, self.kind, named, episodes)))
-
-    def same_item(self, other: RemovalCheck) -> bool:
-        """Both name the same series or movie of the same arr (by arr id, else by a shared external id)."""
-        if self.service != other.service:
-            return False
-        if self.arr_id and other.arr_id:
-            return self.arr_id == other.arr_id
-        pairs = ((self.tmdb_id, other.tmdb_id), (self.tvdb_id, other.tvdb_id), (self.imdb_id, other.imdb_id))
-        return any(mine and mine == theirs for mine, theirs in pairs)
-
-
 @dataclass(frozen=True)
 class Candidates:
-    """The rows one check is about (`targets`), their seasons (`parents`, episode files only) and the rows
-    below the targets or parents (`below`)."""
+    """The rows one check asks Plex about (`targets`: a movie; a show with every row below it; the episodes
+    of a file), the season and show of an episode file (`parents`), and every row below those (`below`)."""
 
     targets: list[StoredItem]
     parents: list[StoredItem] = field(default_factory=list)
@@ -107,49 +68,38 @@ class RemovalReport:
         return self.removed or [{"rating_key": "", "type": "", "title": "nothing removed", "reason": ""}]
 
 
-def drop_reimported(checks: Sequence[RemovalCheck], imports: Iterable[RemovalCheck]) -> list[RemovalCheck]:
-    """Drop the checks whose item was imported again in the same window: a delete followed by a download
-    of the same movie or episode is an upgrade. `imports` name the downloads' items the same way (a
-    `series` import, with no episodes, stands for every episode of it)."""
-    imported = list(imports)
-
-    def covers(other: RemovalCheck, check: RemovalCheck) -> bool:
-        if not check.same_item(other):
-            return False
-        if check.kind == "series":  # one episode imported again does not bring a deleted series back
-            return other.kind == "series"
-        return check.kind == "movie" or not other.episodes or set(check.episodes) <= set(other.episodes)
-
-    return [check for check in checks if not any(covers(other, check) for other in imported)]
-
-
 def plex_verdict(item: dict[str, Any]) -> Verdict:
     """`trashed` when Plex keeps the item only in its trash, else `present`."""
     return "trashed" if in_trash(item) else "present"
 
 
-def decide(planned: Sequence[tuple[str, Candidates]], verdicts: dict[str, Verdict]) -> dict[str, str]:
-    """The rows to remove for all checks of a run (kind and candidates each), rating key → reason. Only
-    `gone` and `trashed` remove a target; seasons are judged on what all checks together remove."""
+def decide(planned: Sequence[Candidates], verdicts: dict[str, Verdict]) -> dict[str, str]:
+    """The rows to remove for all checks of a run, rating key → reason. Only `gone` and `trashed` remove a
+    target, and a row below a removed row goes with it. A season or show of an episode file goes only when
+    Plex answered 404 for it and no row below it is left; judged on what all checks together remove."""
     remove = {
         t.rating_key: f"Plex: {verdicts[t.rating_key]}"
-        for _, candidates in planned
+        for candidates in planned
         for t in candidates.targets
         if verdicts.get(t.rating_key) in ("gone", "trashed")
     }
-    for kind, candidates in planned:
-        if kind != "series":
-            continue
-        for row in candidates.below:
-            if {row.parent_rating_key, row.grandparent_rating_key} & remove.keys():
-                remove[row.rating_key] = "below a show Plex no longer has"
-    for kind, candidates in planned:
-        if kind != "episode_file":
-            continue
-        for season in candidates.parents:
-            left = [r for r in candidates.below if r.parent_rating_key == season.rating_key]
-            if verdicts.get(season.rating_key) == "gone" and all(r.rating_key in remove for r in left):
-                remove[season.rating_key] = "season Plex no longer has, no episode left"
+    for candidates in planned:
+        for row in [*candidates.targets, *candidates.below]:
+            if (
+                row.rating_key not in remove
+                and {row.parent_rating_key, row.grandparent_rating_key} & remove.keys()
+            ):
+                remove[row.rating_key] = "below an item Plex no longer has"
+    for candidates in planned:
+        for parent in sorted(candidates.parents, key=lambda row: row.type != "season"):  # seasons first
+            left = [
+                r
+                for r in candidates.below
+                if parent.rating_key in (r.parent_rating_key, r.grandparent_rating_key)
+                and r.rating_key not in remove
+            ]
+            if verdicts.get(parent.rating_key) == "gone" and not left:
+                remove[parent.rating_key] = f"Plex no longer has this {parent.type}, nothing left below it"
     return remove
 
 
@@ -159,12 +109,15 @@ def find_candidates(conn: Connection, server_id: str, check: RemovalCheck) -> Ca
         return Candidates(find_by_ids(conn, server_id, "movie", radarr_movie_id=check.arr_id, **ids))
     shows = find_by_ids(conn, server_id, "show", sonarr_series_id=check.arr_id, **ids)
     show_keys = {s.rating_key for s in shows}
+    below = find_children(conn, server_id, show_keys)
     if check.kind == "series":
-        return Candidates(shows, below=find_children(conn, server_id, show_keys))
+        return Candidates([*shows, *below])
     episodes = find_episodes(conn, server_id, show_keys, check.episodes)
-    season_keys = {e.parent_rating_key for e in episodes if e.parent_rating_key}
-    seasons = [s for s in find_children(conn, server_id, show_keys) if s.rating_key in season_keys]
-    return Candidates(episodes, parents=seasons, below=find_children(conn, server_id, season_keys))
+    if not episodes:
+        return Candidates([])
+    season_keys = {e.parent_rating_key for e in episodes}
+    seasons = [row for row in below if row.rating_key in season_keys]
+    return Candidates(episodes, parents=[*seasons, *shows], below=below)
 
 
 def ask_plex(
@@ -211,9 +164,6 @@ def check_removals(
     planned: list[tuple[RemovalCheck, Candidates]] = []
     with engine.connect() as conn:
         for check in checks:
-            if check.upgrade:
-                report.skipped.append(f"{check.label}: an upgrade, nothing to remove")
-                continue
             candidates = find_candidates(conn, server_id, check)
             if candidates.targets:
                 planned.append((check, candidates))
@@ -221,7 +171,7 @@ def check_removals(
                 report.skipped.append(f"{check.label}: no row on server {server_id}")
     asked = list(dict.fromkeys(r.rating_key for _, c in planned for r in (*c.targets, *c.parents)))
     verdicts, report.errors = ask_plex(client, asked, batch_size)
-    reasons = decide([(check.kind, candidates) for check, candidates in planned], verdicts)
+    reasons = decide([candidates for _, candidates in planned], verdicts)
     with engine.begin() as conn:
         removed = remove_items(conn, server_id, reasons)
     report.removed = [{**asdict(row), "reason": reasons[row.rating_key]} for row in removed]

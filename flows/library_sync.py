@@ -1,7 +1,8 @@
 """`plex-library-sync`: Plex library → `media_items`, one row per movie, show, season and episode.
 
-It takes a `PlexLibrarySync`: sections (by id, by type, or all) in a mode, and single items by rating key
-(all of them in one request, with their seasons and episodes). Modes, per section:
+It takes a `PlexLibrarySync`: sections (by id, by type, or all) in a mode, single items by rating key
+(all of them in one request, with their seasons and episodes), and removal checks (Sonarr/Radarr deleted
+these items: `flows._plex_removals`). Modes, per section:
 - `full`: list every item (types 1, or 2/3/4 for a show section), then delete the rows of *that section
   of that server* that Plex no longer lists, unless that is more than the deletion guard allows. Items
   Plex keeps in its trash count as no longer listed (`in_trash`).
@@ -13,6 +14,12 @@ The watermark is the newest addedAt/updatedAt seen, in the Plex server's own clo
 
 Pages are fetched by retried tasks and written a page (one transaction) at a time, so memory stays
 bounded by the page size; a full sync keeps only the rating keys it saw, for the deletion.
+
+Removal checks run last, after the section and item syncs of the same run: Plex's answer to them is the
+newest thing the run learns, and nothing later in the run can write back a row they removed (the race the
+original SmartPlex had: a webhook sync listing an item just before Plex dropped it, and re-adding it).
+Later runs cannot bring it back either: syncs skip what Plex keeps in its trash, and Plex no longer lists
+what it removed.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ from prefect.exceptions import MissingContextError
 from sqlalchemy import Engine
 
 from flows._plex_items import SectionInfo, choose_sections, in_trash, latest_change, to_row
+from flows._plex_removals import RemovalReport, check_removals
 from flows._retry import NETWORK_RETRIES
 from flows.clients.plex import ItemsPage, PlexClient
-from smartplex_sync.errors import DeletionGuardError
+from smartplex_sync.errors import DeletionGuardError, TransientServiceError
 from smartplex_sync.requests import Mode, PlexLibrarySync
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine
@@ -233,9 +241,13 @@ def plex_library_sync(request: PlexLibrarySync = SCHEDULED) -> dict[str, Any]:
             ]
         if request.rating_keys:
             reports.append(sync_items(client, engine, server_id, request.rating_keys))
+        removals = None
+        if request.removal_checks:  # last: see the module docstring
+            removals = check_removals(client, engine, server_id, request.removal_checks)
+            logger.info("Plex server %s: removal checks %s", server_id, asdict(removals))
         # identity and section list are requests too; count them on the run, not on a section
         requests = client.requests_made
-    mode = request.mode if request.syncs_sections else "item"
+    mode = request.mode if request.syncs_sections else "item" if request.rating_keys else "removal"
     result = {"server_id": server_id, "mode": mode, **_totals(reports)}
     result["requests"] = requests
     result["sections"] = [asdict(r) for r in reports]
@@ -248,9 +260,36 @@ def plex_library_sync(request: PlexLibrarySync = SCHEDULED) -> dict[str, Any]:
             f"{requests} Plex requests."
         ),
     )
+    if removals is not None:
+        result["removal_checks"] = _publish_removals(server_id, request, removals)
     refused = [r.error for r in reports if r.error]
     if refused:
         raise DeletionGuardError("; ".join(refused))
     if problems:
         raise ValueError("; ".join(problems))
+    if removals is not None and removals.errors:
+        # After the artifact, so the run shows what it did; failed, so every delivery it served says why.
+        raise TransientServiceError(
+            "plex", f"no answer for {len(removals.unanswered)} rows, kept: {'; '.join(removals.errors)}"
+        )
     return result
+
+
+def _publish_removals(server_id: str, request: PlexLibrarySync, report: RemovalReport) -> dict[str, Any]:
+    """The removal checks' artifact (one line per removed row) and their part of the run's result."""
+    checks = ", ".join(check.label for check in request.removal_checks)
+    description = (
+        f"Plex server `{server_id}`, removal checks ({checks}): {len(report.removed)} rows removed; "
+        f"still in Plex: {', '.join(report.still_in_plex) or 'none'}; "
+        f"unanswered (kept): {', '.join(report.unanswered) or 'none'}; "
+        f"skipped: {'; '.join(report.skipped) or 'none'}; {report.requests} Plex requests."
+    )
+    create_table_artifact(key="plex-removals", table=report.table(), description=description)
+    return {
+        "removed": [row["rating_key"] for row in report.removed],
+        "still_in_plex": report.still_in_plex,
+        "unanswered": report.unanswered,
+        "skipped": report.skipped,
+        "errors": report.errors,
+        "requests": report.requests,
+    }

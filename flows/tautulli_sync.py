@@ -108,7 +108,7 @@ def sync_history(
     Safe to retry: the upsert is idempotent. Plays written by a failed attempt count as unchanged
     in the retry's counts.
     """
-    logger = get_run_logger()
+    logger = _logger()
     engine = get_engine(database_url)
     counts = UpsertCounts()
     touched: set[str] = set()
@@ -134,7 +134,7 @@ def refresh_totals(database_url: str, server_id: str, rating_keys: frozenset[str
     """Recompute the play totals of the touched items from all their stored plays."""
     with get_engine(database_url).begin() as conn:
         refreshed = refresh_play_totals(conn, server_id, rating_keys)
-    get_run_logger().info("Refreshed the play totals of %d media items", refreshed)
+    _logger().info("Refreshed the play totals of %d media items", refreshed)
     return refreshed
 
 

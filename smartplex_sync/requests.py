@@ -6,11 +6,14 @@ flow takes the merged model as its only parameter (Prefect validates it). Pure: 
 An empty scope means "everything", as a scheduled run asks: `PlexLibrarySync()` syncs every movie and
 show section, `SonarrSync()` reads every series from Sonarr.
 
-Merging (`merge_requests`) is a union: sections, section types, rating keys, series, movies and
-Overseerr requests of all the requests, the broadest mode and the widest Tautulli window. Where two
-deliveries name the same item (an Overseerr request approved, then available), the later delivery's
+Merging (`merge_requests`) is a union: sections, section types, rating keys, removal checks, series,
+movies and Overseerr requests of all the requests, the broadest mode and the widest Tautulli window. Where
+two deliveries name the same item (an Overseerr request approved, then available), the later delivery's
 known fields win; so `merge_requests` orders the requests by delivery (`Stamp`) before folding them, and
-the result depends only on what was asked, never on the order it was read in. No item is ever dropped.
+the result depends only on what was asked, never on the order it was read in. No item is ever dropped,
+with one exception that is the point of it: a removal check (Sonarr/Radarr deleted an item) is dropped
+when a later delivery of the same merge imported the same item again (a delete, then a download: an
+upgrade).
 
 Older `webhook_log.sync_requests` rows stored plain dicts (`{"section_type": "movie"}`, `{"rating_key":
 "7"}`, `{"series": [{"id": 1, ...}]}`); every model still reads them.
@@ -71,12 +74,76 @@ def _union_by(key: Callable[[T], Hashable], earlier: Sequence[T], later: Sequenc
     return [merged[k] for k in sorted(merged)]  # type: ignore[type-var]
 
 
+class RemovalCheck(BaseModel):
+    """One item a Sonarr/Radarr event names: what a delete asks Plex about, or what a Download imported.
+    `movie` (Radarr), `series` (Sonarr SeriesDelete, or a Download that names no episode), `episode_file`
+    (Sonarr: `episodes` holds the (season, episode) numbers of the file). Ids the arr does not know are
+    None (it sends 0 or leaves them out)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    service: ArrService
+    kind: Literal["movie", "series", "episode_file"]
+    arr_id: int | None = None
+    tmdb_id: int | None = None
+    tvdb_id: int | None = None
+    imdb_id: str | None = None
+    episodes: tuple[tuple[int, int], ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.service == "radarr") != (self.kind == "movie"):
+            raise ValueError(f"{self.service} does not delete a {self.kind}")
+        if self.kind == "episode_file" and not self.episodes:
+            raise ValueError("an episode_file check names its (season, episode) numbers")
+        return self
+
+    @property
+    def label(self) -> str:
+        ids = {"id": self.arr_id, "tmdb": self.tmdb_id, "tvdb": self.tvdb_id, "imdb": self.imdb_id}
+        named = " ".join(f"{k}={v}" for k, v in ids.items() if v)
+        episodes = " ".join(f"S{s:02d}E{e:02d}" for s, e in self.episodes)
+        return " ".join(filter(None, (self.service, self.kind, named, episodes)))
+
+    def same_item(self, other: RemovalCheck) -> bool:
+        """Both name the same series or movie of the same arr (by arr id, else by a shared external id)."""
+        if self.service != other.service:
+            return False
+        if self.arr_id and other.arr_id:
+            return self.arr_id == other.arr_id
+        pairs = ((self.tmdb_id, other.tmdb_id), (self.tvdb_id, other.tvdb_id), (self.imdb_id, other.imdb_id))
+        return any(mine and mine == theirs for mine, theirs in pairs)
+
+    def brought_back_by(self, imported: RemovalCheck) -> bool:
+        """A later import of `imported` brings back what this check is about: the same movie, every
+        episode of this file (an import that names no episode stands for all of them), or, for a series,
+        the whole series again (one episode imported again does not bring a deleted series back)."""
+        if not self.same_item(imported):
+            return False
+        if self.kind == "series":
+            return imported.kind == "series"
+        return self.kind == "movie" or not imported.episodes or set(self.episodes) <= set(imported.episodes)
+
+
+def drop_reimported(checks: Sequence[RemovalCheck], imports: Iterable[RemovalCheck]) -> list[RemovalCheck]:
+    """The checks whose item none of `imports` (later deliveries) brought back."""
+    imported = list(imports)
+    return [check for check in checks if not any(check.brought_back_by(other) for other in imported)]
+
+
+def _canonical_checks(values: Iterable[RemovalCheck]) -> list[RemovalCheck]:
+    return sorted(set(values), key=lambda check: check.model_dump_json())
+
+
 class PlexLibrarySync(SyncParameters):
     """Plex library → media_items: sections (by id or by type, or all of them) and single items.
 
     `mode` applies to the sections: `incremental` lists what changed since the section's watermark,
     `full` lists everything and removes what Plex no longer has. `rating_keys` are synced item by item
-    (with their seasons and episodes), in one request for all of them.
+    (with their seasons and episodes), in one request for all of them. `removal_checks` (Sonarr/Radarr
+    deleted these items) ask Plex about each and remove the rows it no longer has, after the rest of the
+    run. `imported` names what Sonarr/Radarr downloads imported: nothing is done with it but the merge,
+    which drops the removal checks of earlier deliveries that these imports brought back.
     """
 
     deployment: ClassVar[Deployment] = Deployment.PLEX_LIBRARY_SYNC
@@ -85,6 +152,12 @@ class PlexLibrarySync(SyncParameters):
     section_ids: list[int] = Field(default_factory=list, description="Sections by librarySectionID.")
     section_types: list[SectionType] = Field(default_factory=list, description="Every section of a type.")
     rating_keys: list[str] = Field(default_factory=list, description="Single items (and their children).")
+    removal_checks: list[RemovalCheck] = Field(
+        default_factory=list, description="Items Sonarr/Radarr deleted: remove the rows Plex no longer has."
+    )
+    imported: list[RemovalCheck] = Field(
+        default_factory=list, description="Items Sonarr/Radarr imported (cancel earlier removal checks)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -101,7 +174,7 @@ class PlexLibrarySync(SyncParameters):
             rating_keys.append(str(rating_key))
         section_ids = list(data.pop("section_ids", None) or [])
         everything = bool(data.pop("all_sections", False)) or not (
-            section_ids or section_types or rating_keys
+            section_ids or section_types or rating_keys or data.get("removal_checks")
         )
         if everything:
             section_ids, section_types = [], []
@@ -118,13 +191,22 @@ class PlexLibrarySync(SyncParameters):
     def _canonical(cls, values: list[Any]) -> list[Any]:
         return _sorted_unique(values)
 
+    @field_validator("removal_checks", "imported")
+    @classmethod
+    def _canonical_checks(cls, values: list[RemovalCheck]) -> list[RemovalCheck]:
+        return _canonical_checks(values)
+
     def merge(self, later: PlexLibrarySync) -> PlexLibrarySync:
+        """The union; `later`'s imports cancel `self`'s removal checks of the same item (never the
+        reverse: an item deleted after it was imported is deleted)."""
         return PlexLibrarySync(
             mode="full" if "full" in (self.mode, later.mode) else "incremental",
             all_sections=self.all_sections or later.all_sections,
             section_ids=[*self.section_ids, *later.section_ids],
             section_types=[*self.section_types, *later.section_types],
             rating_keys=[*self.rating_keys, *later.rating_keys],
+            removal_checks=[*drop_reimported(self.removal_checks, later.imported), *later.removal_checks],
+            imported=[*self.imported, *later.imported],
         )
 
     @property

@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     plex_scan_grace_seconds: int = Field(
         120,
         ge=0,
-        description="Library syncs asked for by Sonarr/Radarr downloads wait this long for Plex's scan.",
+        description="Library syncs and removal checks asked for by Sonarr/Radarr wait this long for Plex's scan.",
     )
 
     plex_url: str | None = None

@@ -10,22 +10,20 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from pydantic import ValidationError
 from sqlalchemy import Engine, select, update
 
 from flows._plex_items import to_row
 from flows._plex_removals import (
     Candidates,
-    RemovalCheck,
     check_removals,
     decide,
-    drop_reimported,
     plex_verdict,
 )
 from flows.clients.plex import PlexClient
 from simulators.plex import Fault, SimulatorState, create_plex_app
 from simulators.plex_library import EPISODE, MOVIE, SEASON, SHOW, Item, PlexLibrary
 from simulators.serving import serve_in_thread
+from smartplex_sync.requests import RemovalCheck
 from smartplex_sync.store.history import upsert_plays
 from smartplex_sync.store.media import StoredItem, upsert_media_items
 from smartplex_sync.store.tables import media_items, watch_history
@@ -178,36 +176,7 @@ def test_an_empty_answer_removes_nothing(engine: Engine) -> None:
 
 
 @both_backends
-def test_an_upgrade_removes_nothing(world: World) -> None:
-    movie, episode = world.first(MOVIE), world.first(EPISODE)
-    world.library.delete(movie.rating_key)  # even were Plex to lose it meanwhile
-    world.library.delete(episode.rating_key)
-    before = world.stored()
-    report = world.check(movie_check(movie, upgrade=True), episode_check(world, episode, upgrade=True))
-    assert report.removed == [] and world.stored() == before and report.requests == 0
-    assert len(report.skipped) == 2 and all("upgrade" in line for line in report.skipped)
-
-
-def test_a_delete_followed_by_an_import_of_the_same_item_is_an_upgrade() -> None:
-    movie = RemovalCheck(service="radarr", kind="movie", arr_id=7)
-    series = RemovalCheck(service="sonarr", kind="series", arr_id=3, tvdb_id=81189)
-    files = RemovalCheck(service="sonarr", kind="episode_file", tvdb_id=81189, episodes=((1, 2), (1, 3)))
-    imports = [
-        RemovalCheck(service="radarr", kind="movie", arr_id=7, tmdb_id=603),
-        RemovalCheck(service="sonarr", kind="episode_file", arr_id=3, tvdb_id=81189, episodes=((1, 2),)),
-    ]
-    assert drop_reimported([movie, series, files], imports) == [series, files]  # S01E03 not re-imported
-    whole = RemovalCheck(service="sonarr", kind="series", tvdb_id=81189)
-    assert drop_reimported([files], [whole]) == []
-    assert drop_reimported([movie], [RemovalCheck(service="radarr", kind="movie", arr_id=8)]) == [movie]
-    with pytest.raises(ValidationError):
-        RemovalCheck(service="radarr", kind="series", arr_id=1)
-    with pytest.raises(ValidationError):
-        RemovalCheck(service="sonarr", kind="episode_file", arr_id=1)
-
-
-@both_backends
-def test_an_episode_file_removes_the_episode_then_its_empty_season_but_never_the_show(world: World) -> None:
+def test_an_episode_file_removes_the_episode_then_what_plex_dropped_with_it(world: World) -> None:
     show = world.first(SHOW)
     season_one, season_two = world.library.children(show.rating_key)
     first, second = world.library.children(season_one.rating_key)
@@ -231,9 +200,26 @@ def test_an_episode_file_removes_the_episode_then_its_empty_season_but_never_the
         world.library.delete_files(episode.rating_key)
     world.library.scan(show.section_id)
     assert one_item(world.client, str(show.rating_key)) is None  # Plex dropped the empty show
-    world.check(*checks)
-    assert world.stored() & {str(i.rating_key) for i in (season_two, *last)} == set()
-    assert str(show.rating_key) in world.stored()  # an episode file never removes the show
+    report = world.check(*checks)
+    assert world.stored() & {str(i.rating_key) for i in (season_two, *last, show)} == set()
+    reasons = {r["rating_key"]: r["reason"] for r in report.removed}
+    assert reasons[str(show.rating_key)] == "Plex no longer has this show, nothing left below it"
+    assert str(show.rating_key) in world.stored(OTHER_SERVER)
+
+
+@both_backends
+def test_a_series_check_removes_the_episodes_plex_keeps_in_its_trash(world: World) -> None:
+    """With "empty trash after every scan" off, Plex keeps listing the show and its seasons, and marks the
+    episodes: their rows go, the show's and seasons' stay, as a full sync would leave them."""
+    world.library.empty_trash_after_scan = False
+    show = world.first(SHOW)
+    episodes = {str(i.rating_key) for i in world.library.descendants(show.rating_key) if i.type == EPISODE}
+    before = world.stored()
+    world.library.delete_files(show.rating_key)
+    world.library.scan(show.section_id)
+    report = world.check(RemovalCheck(service="sonarr", kind="series", **_ids(show)))
+    assert {r["rating_key"] for r in report.removed} == episodes
+    assert world.stored() == before - episodes
 
 
 @both_backends
@@ -283,18 +269,23 @@ def test_the_verdict_reads_plex_trash_marks() -> None:
     assert plex_verdict({"ratingKey": "2", "type": "show"}) == "present"
 
 
-def test_decide_keeps_a_season_with_episodes_left_and_a_show_always() -> None:
+def test_decide_keeps_a_season_or_show_with_rows_left_below_it() -> None:
     def item(key: str, type_: str, parent: str | None = None, grandparent: str | None = None) -> StoredItem:
         return StoredItem(key, type_, key, 2, parent, grandparent, None, None)
 
     show, season = item("1", "show"), item("10", "season", "1")
     e1, e2 = item("11", "episode", "10", "1"), item("12", "episode", "10", "1")
-    candidates = Candidates([e1], parents=[season], below=[e1, e2])
-    gone = {"11": "gone", "12": "gone", "10": "gone", "1": "gone"}
-    assert decide([("episode_file", candidates)], gone) == {"11": "Plex: gone"}  # e2 is still stored
-    both = [("episode_file", candidates), ("episode_file", Candidates([e2], [season], [e1, e2]))]
-    assert set(decide(both, gone)) == {"11", "12", "10"}  # two checks empty the season together
-    assert decide([("episode_file", candidates)], {"11": "unknown", "10": "gone"}) == {}
-    series = [("series", Candidates([show], below=[season, e1, e2]))]
-    assert set(decide(series, gone)) == {"1", "10", "11", "12"}
+    below = [season, e1, e2]
+    candidates = Candidates([e1], parents=[season, show], below=below)
+    gone: dict[str, Any] = {"11": "gone", "12": "gone", "10": "gone", "1": "gone"}
+    assert decide([candidates], gone) == {"11": "Plex: gone"}  # e2 is still stored
+    both = [candidates, Candidates([e2], [season, show], below)]
+    assert set(decide(both, gone)) == {"11", "12", "10", "1"}  # two checks empty the season, then the show
+    assert set(decide(both, {**gone, "1": "present"})) == {"11", "12", "10"}  # Plex still has the show
+    assert decide([candidates], {"11": "unknown", "10": "gone"}) == {}
+    series = [Candidates([show, *below])]
+    assert set(decide(series, {"1": "gone"})) == {"1", "10", "11", "12"}  # below a show that went
+    assert decide(series, {"1": "present", "10": "present", "11": "trashed", "12": "present"}) == {
+        "11": "Plex: trashed"
+    }
     assert decide(series, {"1": "present"}) == {}

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, delete, select
 
 import flows.library_sync as library_sync
 from flows.library_sync import plex_library_sync
+from simulators import radarr
 from simulators.plex import Fault, SimulatorState, create_plex_app
 from simulators.plex_library import PlexLibrary
 from simulators.serving import serve_in_thread
@@ -27,9 +28,11 @@ from smartplex_sync.errors import (
     PermanentServiceError,
     TransientServiceError,
 )
+from smartplex_sync.models import Source
 from smartplex_sync.requests import PlexLibrarySync
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store.tables import media_items, sync_state
+from webhook_gateway import sources
 
 TOKEN = "sim-token"
 
@@ -341,3 +344,60 @@ def test_random_changes_and_syncs_match_the_truth(
     sync()
     assert database(engine, server) == truth(library)
     assert sync()["unchanged"] == len(truth(library))
+
+
+def _movie_delete(plex: Plex, movie: Any) -> PlexLibrarySync:
+    """What the gateway makes of Radarr's MovieDelete for this Plex movie (matched by its tmdb id)."""
+    tmdb_id, _, imdb_id = _ids(movie)
+    payload = radarr.movie_delete_payload(
+        {"id": 5, "title": movie.title, "tmdbId": tmdb_id, "imdbId": imdb_id}
+    )
+    (request,) = sources.parse(Source.RADARR, payload).requests
+    assert isinstance(request.parameters, PlexLibrarySync)
+    return request.parameters
+
+
+def test_a_radarr_delete_removes_the_row_once_plex_scanned_and_shows_it_in_the_artifact(
+    plex: Plex, engine: Engine
+) -> None:
+    sync()
+    movie = next(i for i in plex.library.items.values() if i.type == "movie" and i.guids)
+    request = _movie_delete(plex, movie)
+    plex.library.delete_files(movie.rating_key)
+    not_yet = plex_library_sync.fn(request)  # Plex has not scanned: the row stays
+    assert not_yet["mode"] == "removal" and not_yet["removal_checks"]["still_in_plex"] == [
+        str(movie.rating_key)
+    ]
+    assert str(movie.rating_key) in database(engine, plex.library.machine_identifier)
+    plex.library.scan(movie.section_id)
+    result = plex_library_sync.fn(request)
+    assert result["removal_checks"]["removed"] == [str(movie.rating_key)]
+    assert database(engine, plex.library.machine_identifier) == truth(plex.library)
+
+
+def test_removal_checks_run_after_the_syncs_of_the_same_run(plex: Plex, engine: Engine) -> None:
+    """A merged run that also lists the section fully must not keep or write back the deleted movie."""
+    sync()
+    movie = next(i for i in plex.library.items.values() if i.type == "movie" and i.guids)
+    plex.library.delete_files(movie.rating_key)
+    plex.library.scan(movie.section_id)
+    merged = _movie_delete(plex, movie).merge(
+        PlexLibrarySync(section_types=["movie"], rating_keys=[str(movie.rating_key)])
+    )
+    result = plex_library_sync.fn(merged)
+    assert result["mode"] == "incremental" and str(movie.rating_key) not in database(
+        engine, plex.library.machine_identifier
+    )
+
+
+def test_a_removal_check_plex_does_not_answer_keeps_the_row_and_fails_the_run(
+    plex: Plex, engine: Engine
+) -> None:
+    sync()
+    movie = next(i for i in plex.library.items.values() if i.type == "movie" and i.guids)
+    plex.library.delete(movie.rating_key)
+    request = _movie_delete(plex, movie)
+    plex.state.inject(Fault(None), Fault(503))  # identity answers, the metadata request does not
+    with pytest.raises(TransientServiceError, match="no answer for 1 rows"):
+        plex_library_sync.fn(request)
+    assert str(movie.rating_key) in database(engine, plex.library.machine_identifier)

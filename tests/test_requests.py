@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from smartplex_sync.models import ArrItem, Deployment, OverseerrRequest
 from smartplex_sync.requests import (
@@ -17,11 +18,13 @@ from smartplex_sync.requests import (
     OverseerrSync,
     PlexLibrarySync,
     RadarrSync,
+    RemovalCheck,
     SonarrSync,
     Stamp,
     SyncParameters,
     SyncRequest,
     TautulliSync,
+    drop_reimported,
     merge_requests,
 )
 
@@ -291,3 +294,55 @@ def test_every_pair_of_section_scopes_merges_to_their_union() -> None:
     for first, second in itertools.permutations(scopes, 2):
         merged = first.merge(second)
         assert covered(merged, first) and covered(merged, second)
+
+
+def test_a_delete_followed_by_an_import_of_the_same_item_is_an_upgrade() -> None:
+    movie = RemovalCheck(service="radarr", kind="movie", arr_id=7)
+    series = RemovalCheck(service="sonarr", kind="series", arr_id=3, tvdb_id=81189)
+    files = RemovalCheck(service="sonarr", kind="episode_file", tvdb_id=81189, episodes=((1, 2), (1, 3)))
+    imports = [
+        RemovalCheck(service="radarr", kind="movie", arr_id=7, tmdb_id=603),
+        RemovalCheck(service="sonarr", kind="episode_file", arr_id=3, tvdb_id=81189, episodes=((1, 2),)),
+    ]
+    assert drop_reimported([movie, series, files], imports) == [series, files]  # S01E03 not re-imported
+    whole = RemovalCheck(service="sonarr", kind="series", tvdb_id=81189)
+    assert drop_reimported([files], [whole]) == []
+    assert drop_reimported([movie], [RemovalCheck(service="radarr", kind="movie", arr_id=8)]) == [movie]
+    with pytest.raises(ValidationError):
+        RemovalCheck(service="radarr", kind="series", arr_id=1)
+    with pytest.raises(ValidationError):
+        RemovalCheck(service="sonarr", kind="episode_file", arr_id=1)
+
+
+DELETED = PlexLibrarySync(removal_checks=[RemovalCheck(service="radarr", kind="movie", arr_id=7)])
+IMPORTED = PlexLibrarySync(
+    section_types=["movie"], imported=[RemovalCheck(service="radarr", kind="movie", arr_id=7, tmdb_id=603)]
+)
+
+
+def test_a_removal_check_merges_as_a_union_and_asks_for_no_section() -> None:
+    other = PlexLibrarySync(removal_checks=[RemovalCheck(service="sonarr", kind="series", arr_id=2)])
+    merged = DELETED.merge(other)
+    assert {c.arr_id for c in merged.removal_checks} == {2, 7}
+    assert not merged.syncs_sections and not merged.all_sections
+    assert PlexLibrarySync.model_validate(merged.to_json()) == merged
+    assert PlexLibrarySync.model_validate({"section_type": "movie"}).removal_checks == []  # older rows
+
+
+def test_a_later_import_cancels_a_removal_check_whatever_order_the_requests_are_read_in() -> None:
+    """Delete, then download of the same movie: an upgrade, nothing to remove. Download, then delete: the
+    movie is gone, the check stays. The delivery stamps decide, not the order of the list."""
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    delete_then_import = [((t, 1, 0), DELETED), ((t + timedelta(seconds=1), 2, 0), IMPORTED)]
+    import_then_delete = [((t, 1, 0), IMPORTED), ((t + timedelta(seconds=1), 2, 0), DELETED)]
+    for stamped in (delete_then_import, delete_then_import[::-1]):
+        merged = merge_requests(stamped)
+        assert isinstance(merged, PlexLibrarySync)
+        assert merged.removal_checks == [] and merged.section_types == ["movie"]
+    for stamped in (import_then_delete, import_then_delete[::-1]):
+        merged = merge_requests(stamped)
+        assert isinstance(merged, PlexLibrarySync)
+        assert merged.removal_checks == DELETED.removal_checks
+    again = [*delete_then_import, ((t + timedelta(seconds=2), 3, 0), DELETED)]
+    merged = merge_requests(again)
+    assert isinstance(merged, PlexLibrarySync) and merged.removal_checks == DELETED.removal_checks

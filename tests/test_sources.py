@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Action, Deployment, Source
-from smartplex_sync.requests import ParsedDelivery, TautulliSync
+from smartplex_sync.requests import ParsedDelivery, PlexLibrarySync, TautulliSync
 from webhook_gateway.sources import PARSERS, parse
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -178,7 +178,7 @@ def test_a_delivery_without_an_event_is_ignored_as_unknown(source: Source, paylo
         (Source.PLEX, {"event": "media.rate", "rating": "ten", "Metadata": "48210"}),
         (Source.TAUTULLI, {"event": "play", "rating_key": ["48210"]}),
         (Source.SONARR, {"eventType": "Grab", "series": "Harbor Lights"}),
-        (Source.RADARR, {"eventType": "MovieDelete", "movie": 87}),
+        (Source.RADARR, {"eventType": "Rename", "movie": 87}),
         (Source.OVERSEERR, {"notification_type": "ISSUE_CREATED", "media": "tv", "request": 61}),
     ],
 )
@@ -197,11 +197,51 @@ def test_tautulli_event_key_wins_over_action() -> None:
 def test_the_same_new_episode_from_two_sonarr_shapes_asks_for_the_same_syncs() -> None:
     _, download = load_fixture("sonarr/download.json")
     _, import_complete = load_fixture("sonarr/download_import_complete.json")
+    import_complete["episodes"] = download["episodes"]  # the fixtures name different episodes
     asked = [
         [r.to_json() for r in parse(Source.SONARR, payload).requests]
         for payload in (download, import_complete)
     ]
     assert asked[0] == asked[1]
+
+
+@pytest.mark.parametrize(
+    ("relative_path", "kind", "episodes"),
+    [
+        ("radarr/movie_delete.json", "movie", ()),
+        ("radarr/movie_file_delete_manual.json", "movie", ()),
+        ("sonarr/series_delete.json", "series", ()),
+        ("sonarr/episode_file_delete.json", "episode_file", ((2, 5),)),
+    ],
+)
+def test_a_delete_asks_for_a_removal_check_after_plex_scanned(
+    relative_path: str, kind: str, episodes: tuple[tuple[int, int], ...]
+) -> None:
+    source, payload = load_fixture(relative_path)
+    (request,) = parse(source, payload).requests
+    assert request.wait_for_plex_scan
+    assert isinstance(request.parameters, PlexLibrarySync)
+    assert not request.parameters.syncs_sections and not request.parameters.rating_keys
+    (check,) = request.parameters.removal_checks
+    assert (check.kind, check.episodes) == (kind, episodes)
+
+
+@pytest.mark.parametrize(
+    "relative_path",
+    ["radarr/movie_file_delete.json", "sonarr/episode_file_delete_for_upgrade.json",
+     "sonarr/series_delete_files_kept.json"],
+)  # fmt: skip
+def test_an_upgrade_or_a_delete_that_kept_the_files_asks_for_nothing(relative_path: str) -> None:
+    assert parse(*load_fixture(relative_path)).action is Action.IGNORED
+
+
+@pytest.mark.parametrize("relative_path", ["sonarr/download_upgrade.json", "radarr/download_upgrade.json"])
+def test_an_upgrade_download_names_its_item_and_asks_for_no_removal(relative_path: str) -> None:
+    source, payload = load_fixture(relative_path)
+    plex = next(
+        r.parameters for r in parse(source, payload).requests if isinstance(r.parameters, PlexLibrarySync)
+    )
+    assert plex.imported and not plex.removal_checks
 
 
 # Any JSON value, and any fixture with one value changed, must parse or raise PayloadError.

@@ -98,6 +98,16 @@ def required_int(parent: Payload, key: str, event_type: str, *, where: str = "")
     return value
 
 
+def optional_objects(parent: Payload, key: str, event_type: str) -> list[Payload]:
+    """A list of objects that may be missing or null (an empty list then)."""
+    value = parent.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise _wrong_type(key, "a list of objects", value, event_type)
+    return value
+
+
 def optional_str(parent: Payload, key: str, event_type: str, *, where: str = "") -> str | None:
     """A string; missing, null and "" (how Overseerr and Sonarr say "none") give None."""
     value = parent.get(key)

@@ -3,12 +3,16 @@
 `Download` (a new import or, with `isUpgrade: true`, an upgrade) asks for an incremental sync of
 Plex's movie sections and a Radarr sync of the one movie. Both keep event type "Download"; the note
 says "new file" or "upgrade". The seed guide's `Upgrade` event type is handled as a Download upgrade
-(event type "Upgrade").
+(event type "Upgrade"). The library sync names the imported movie (`imported`), so that a delete of
+it earlier in the same merged run is dropped (a delete, then a download: an upgrade).
 
-`Test` is a test. Every other event is ignored, Rename, MovieFileDelete and MovieDelete included,
-for the reason given in `sonarr`'s docstring.
+`MovieDelete` (with `deletedFiles`) and `MovieFileDelete` ask for a targeted check of the movie
+(`removal_checks`): after Plex's scan, its row goes if Plex no longer has it. A `MovieDelete` that kept
+the files and a `MovieFileDelete` with `deleteReason: upgrade` remove nothing and are ignored.
 
-See `_common` for the status codes of bad input; a Download without a `movie` object is a 422.
+`Test` is a test. Every other event is ignored, Rename included (see `sonarr`'s docstring).
+
+See `_common` for the status codes of bad input; a Download or a delete without a `movie` object is a 422.
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ from typing import Any
 
 from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Action, ArrItem
-from smartplex_sync.requests import ParsedDelivery, PlexLibrarySync, RadarrSync, SyncRequest
+from smartplex_sync.requests import (
+    ParsedDelivery,
+    PlexLibrarySync,
+    RadarrSync,
+    RemovalCheck,
+    SyncRequest,
+)
 
 from ._common import (
     event_name,
@@ -31,6 +41,7 @@ from ._common import (
 )
 
 DOWNLOAD_EVENTS = frozenset({"Download", "Upgrade"})
+DELETE_EVENTS = frozenset({"MovieDelete", "MovieFileDelete"})
 
 
 def parse(payload: Any) -> ParsedDelivery:
@@ -38,16 +49,39 @@ def parse(payload: Any) -> ParsedDelivery:
     event = event_name(delivery, "eventType")
     if event == "Test":
         return ParsedDelivery(event, action=Action.TEST)
+    if event in DELETE_EVENTS:
+        return _delete(delivery, event)
     if event not in DOWNLOAD_EVENTS:
         return ParsedDelivery(event, action=Action.IGNORED)
     movie = _read_movie(delivery, event)
     requests = (
         # The file is imported; Plex has yet to scan it.
-        SyncRequest(PlexLibrarySync(section_types=["movie"]), wait_for_plex_scan=True),
+        SyncRequest(
+            PlexLibrarySync(section_types=["movie"], imported=[_target(movie)]), wait_for_plex_scan=True
+        ),
         SyncRequest(RadarrSync(movies=[movie])),
     )
     upgrade = event == "Upgrade" or optional_bool(delivery, "isUpgrade", event)
     return ParsedDelivery(event, requests, note="upgrade" if upgrade else "new file")
+
+
+def _delete(delivery: dict[str, Any], event: str) -> ParsedDelivery:
+    movie = _read_movie(delivery, event)
+    if event == "MovieDelete" and optional_bool(delivery, "deletedFiles", event) is False:
+        return ParsedDelivery(event, action=Action.IGNORED, note="files kept: Plex keeps the movie")
+    if optional_str(delivery, "deleteReason", event) == "upgrade":
+        return ParsedDelivery(event, action=Action.IGNORED, note="upgrade: a new file replaces it")
+    # Plex notices a deleted file only when it scans, like an added one.
+    request = SyncRequest(PlexLibrarySync(removal_checks=[_target(movie)]), wait_for_plex_scan=True)
+    return ParsedDelivery(
+        event, (request,), note="movie deleted" if event == "MovieDelete" else "file deleted"
+    )
+
+
+def _target(movie: ArrItem) -> RemovalCheck:
+    return RemovalCheck(
+        service="radarr", kind="movie", arr_id=movie.arr_id, tmdb_id=movie.tmdb_id, imdb_id=movie.imdb_id
+    )
 
 
 def _read_movie(delivery: dict[str, Any], event: str) -> ArrItem:
