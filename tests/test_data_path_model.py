@@ -20,7 +20,7 @@ Invariants:
   removes nothing; an upgrade removes nothing);
 - the rows of another server are never touched, and a run touches no section it was not about.
 
-Examples: SMARTPLEX_MODEL_EXAMPLES (default 200), steps: SMARTPLEX_MODEL_STEPS (default 15);
+Examples: SMARTPLEX_MODEL_EXAMPLES (default 200), steps: SMARTPLEX_MODEL_STEPS (default 30);
 `make model-test` runs the long run.
 """
 
@@ -89,7 +89,7 @@ SERVER = "model-plex-server"
 OTHER_SERVER = "another-plex-server"
 GUARD = 0.9
 EXAMPLES = int(os.environ.get("SMARTPLEX_MODEL_EXAMPLES", "200"))
-STEPS = int(os.environ.get("SMARTPLEX_MODEL_STEPS", "15"))
+STEPS = int(os.environ.get("SMARTPLEX_MODEL_STEPS", "30"))
 FLOWS: dict[Deployment, Callable[[Any], Any]] = {
     Deployment.PLEX_LIBRARY_SYNC: plex_library_sync.fn,
     Deployment.TAUTULLI_SYNC: tautulli_sync.fn,
@@ -336,9 +336,13 @@ class DataPath(RuleBasedStateMachine):
         index=st.integers(0, 50),
         plex_scans=st.booleans(),
         times=DELIVERY,
+        dispatched=st.booleans(),
     )
-    def delete_through_arr(self, kind: str, index: int, plex_scans: bool, times: int | None) -> None:
-        """Sonarr/Radarr deletes the files, then (or not yet) Plex scans the folder."""
+    def delete_through_arr(
+        self, kind: str, index: int, plex_scans: bool, times: int | None, dispatched: bool
+    ) -> None:
+        """Sonarr/Radarr deletes the files, then (or not yet) Plex scans the folder; the dispatcher may
+        run the library sync straight away (the scan grace has passed) or later."""
         item = self.pick(self.of_type(kind), index)
         if item is None:
             return
@@ -363,6 +367,8 @@ class DataPath(RuleBasedStateMachine):
         self.emit(times, Event("radarr" if kind == MOVIE else "sonarr", payload, frozenset(touched)))
         if plex_scans:
             self.library.scan(item.section_id)
+        if dispatched:
+            self.dispatch(Deployment.PLEX_LIBRARY_SYNC, 0)
 
     @precondition(ready)
     @rule(index=st.integers(0, 50), times=DELIVERY)
@@ -423,15 +429,18 @@ class DataPath(RuleBasedStateMachine):
         """Deliver a waiting webhook once, twice, or lose it (0)."""
         event = self.events.pop(index % len(self.events))
         self.services.stats["delivered"] = self.services.stats.get("delivered", 0) + times
-        token = {"token": WEBHOOK_TOKEN}
         for _ in range(times):
-            if event.source == "plex":
+            if event.source == "plex":  # Plex can only carry a token in the URL
                 answer = self.services.gateway.post(
-                    "/api/webhooks/plex", params=token, data={"payload": json.dumps(event.payload)}
+                    "/api/webhooks/plex",
+                    params={"token": WEBHOOK_TOKEN},
+                    data={"payload": json.dumps(event.payload)},
                 )
             else:
                 answer = self.services.gateway.post(
-                    f"/api/webhooks/{event.source}", params=token, json=event.payload
+                    f"/api/webhooks/{event.source}",
+                    headers={"X-Webhook-Token": WEBHOOK_TOKEN},
+                    json=event.payload,
                 )
             assert answer.status_code == 202, answer.text
             deletes = event.payload.get("eventType") in ("MovieDelete", "SeriesDelete", "EpisodeFileDelete")
@@ -458,6 +467,13 @@ class DataPath(RuleBasedStateMachine):
         )
         assert self.rows(OTHER_SERVER) == self.sentinel, "a row of another server changed"
         return error
+
+    @precondition(ready)
+    @rule(plex_faults=st.sampled_from([0, 0, 0, 1, 6]))
+    def dispatch_every_deployment(self, plex_faults: int) -> None:
+        """A dispatcher pass once every window has closed: one run per deployment with waiting requests."""
+        for deployment in FLOWS:
+            self.dispatch(deployment, plex_faults)
 
     @precondition(ready)
     @rule(deployment=st.sampled_from(list(FLOWS)), plex_faults=st.sampled_from([0, 0, 0, 1, 6]))
@@ -659,4 +675,6 @@ def test_the_database_tells_the_truth(services: Services) -> None:
           f"{time.monotonic() - started:.0f} s, 0 violations; {len(checks)} runs with removal checks removed "
           f"{removed} rows; seconds in runs: {services.seconds}")  # fmt: skip
     assert stats["examples"] >= min(EXAMPLES, 200)
+    # A model that never ran a removal check would pass while testing none of the deletion path.
+    assert stats.get("checks", 0) >= EXAMPLES // 20, f"only {stats.get('checks', 0)} runs had removal checks"
     assert removed > 0 or EXAMPLES < 50, "no removal check ever removed a row: the model tests nothing"
