@@ -556,7 +556,6 @@ class DataPath(RuleBasedStateMachine):
     @precondition(ready)
     @rule()
     def full_sync(self) -> None:
-        _ = self.library_ever
         stored_before = self.stored()
         error = self.run(
             Deployment.PLEX_LIBRARY_SYNC, lambda: plex_library_sync.fn(PlexLibrarySync(mode="full"))
@@ -579,7 +578,6 @@ class DataPath(RuleBasedStateMachine):
     @precondition(ready)
     @rule()
     def incremental_sync(self) -> None:
-        _ = self.library_ever
         error = self.run(Deployment.PLEX_LIBRARY_SYNC, lambda: plex_library_sync.fn(PlexLibrarySync()))
         assert error is None, error
         stored, available = self.stored(), self.truth()
@@ -589,7 +587,6 @@ class DataPath(RuleBasedStateMachine):
     @precondition(ready)
     @rule(index=st.integers(0, 50))
     def item_sync(self, index: int) -> None:
-        _ = self.library_ever
         item = self.pick(sorted(self.library_ever.values(), key=lambda i: i.rating_key), index)
         if item is None:
             return
@@ -627,6 +624,11 @@ class DataPath(RuleBasedStateMachine):
         assert stored == {p.row_id for p in self.history.plays}
 
     # -- invariants -----------------------------------------------------------------------------------
+
+    @invariant()
+    def remember_every_item_plex_had(self) -> None:
+        """After every step: an item a run stored and Plex dropped before the next sync is still known."""
+        _ = self.library_ever
 
     @invariant()
     def play_totals_are_recomputed_from_all_plays_and_never_go_down(self) -> None:
