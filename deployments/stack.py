@@ -218,7 +218,9 @@ class Stack:
             if child.process is not None and child.process.poll() is None:
                 log.info("stopping %s", child.name)
                 stop(child.process)
-        orphans = descendants(os.getpid())  # e.g. a flow run whose worker died earlier and was restarted
+        # What earlier children left (a flow run whose worker died and was restarted), and nothing else:
+        # the stack may run inside a process that has children of its own (a test runner).
+        orphans = [pid for pid in descendants(os.getpid()) if CHILD_VARIABLE in environment(pid)]
         if orphans:
             log.info("stopping %d leftover process(es) of earlier children: %s", len(orphans), orphans)
             stop_pids(orphans)
