@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="A body not complete this long after its headers is answered 408."
     )
+    database_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="The gateway waits this long for the database (a locked SQLite file, an unreachable "
+        "PostgreSQL) before it answers 503 with Retry-After.",
+    )
     rate_limit_per_second: float = Field(
         10.0, ge=0, description="Deliveries per second each source may send after its burst; 0: no limit."
     )

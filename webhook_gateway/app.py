@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from smartplex_sync.schedule_mirror import run_mirror_loop
 from smartplex_sync.settings import Settings, get_settings
@@ -15,14 +16,14 @@ from smartplex_sync.store import get_engine
 from webhook_gateway.deps import Gateway
 from webhook_gateway.dispatch import Dispatcher
 from webhook_gateway.limits import SourceLimiter
-from webhook_gateway.routes import router
+from webhook_gateway.routes import StoreUnavailable, router, store_unavailable
 from webhook_gateway.supabase_auth import SupabaseAdmins
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
     """The gateway. `background=False` records deliveries without dispatching them (tests, read replicas)."""
     settings = settings or get_settings()
-    engine = get_engine(settings.sqlalchemy_url)
+    engine = get_engine(settings.sqlalchemy_url, settings.database_wait_seconds)
     gateway = Gateway(
         settings,
         engine,
@@ -55,4 +56,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     )
     app.state.gateway = gateway
     app.include_router(router)
+    # A database that is locked or down gets 503 with Retry-After from every route, never a 500.
+    app.add_exception_handler(StoreUnavailable, store_unavailable)
+    app.add_exception_handler(DBAPIError, store_unavailable)
     return app

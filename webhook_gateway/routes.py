@@ -12,12 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
 from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Source
 from smartplex_sync.requests import ParsedDelivery
 from smartplex_sync.store import schedules, webhooks
+from smartplex_sync.store.engine import check_writable
 from webhook_gateway import auth, deliveries
 from webhook_gateway.deps import Gateway, GatewayDep
 from webhook_gateway.intake import decode
@@ -78,7 +78,33 @@ _REJECTIONS[429] = {
     "that were counted rather than recorded.",
     "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
 }
-_REJECTIONS[503] = {"description": "The webhook log could not be written: the delivery was not kept."}
+_REJECTIONS[503] = {
+    "model": WebhookError,
+    "description": "The webhook log could not be written (database locked or unreachable): the delivery "
+    "was not kept. Nothing was recorded, so `id` is null.",
+    "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+}
+RETRY_AFTER_SECONDS = 5
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or written within SMARTPLEX_DATABASE_WAIT_SECONDS."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+async def store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After, in the body shape of every other refusal."""
+    message = (
+        exc.message
+        if isinstance(exc, StoreUnavailable)
+        else f"the database is unavailable ({_describe(exc)})"
+    )
+    body = WebhookError(id=None, error="unavailable", detail=message)
+    return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
 
 router = APIRouter()
 
@@ -140,7 +166,7 @@ async def _refuse_over_limit(gateway: Gateway, source: Source, refusal: Refusal)
     row_id = None
     if refusal.record:
         log.warning("%s", refusal.message)
-        with contextlib.suppress(HTTPException):  # the store being down does not change the answer
+        with contextlib.suppress(StoreUnavailable):  # the store being down does not change the answer
             row_id = await _record(gateway, source, None, None, error)
     return _reject(row_id, error, {"Retry-After": str(refusal.retry_after)})
 
@@ -179,8 +205,17 @@ async def _record(
         )
     except Exception as exc:
         # Not recorded means not acknowledged: the sender must see a failure (it is not the input's fault).
-        log.exception("could not record a %s delivery", source.value)
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the webhook log is unavailable") from exc
+        log.error("could not record a %s delivery: %s", source.value, _describe(exc))
+        raise StoreUnavailable(
+            f"the webhook log could not be written ({_describe(exc)}); the delivery was not kept, send it again"
+        ) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """The database's own words, first line only (no SQL, no parameters)."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause) or type(cause).__name__).strip().splitlines()
+    return f"{type(cause).__name__}: {first[0] if first else ''}"[:200]
 
 
 def _add_webhook_route(source: Source) -> None:
@@ -263,8 +298,8 @@ async def replay(
     except PayloadError as error:
         return _reject(None if error.status_code == 404 else webhook_id, error)
     except Exception as exc:
-        log.exception("could not replay webhook %d", webhook_id)
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the webhook log is unavailable") from exc
+        log.error("could not replay webhook %d: %s", webhook_id, _describe(exc))
+        raise StoreUnavailable(f"the webhook log is unavailable ({_describe(exc)})") from exc
     return _accept(gateway, replayed.row_id, replayed.source, replayed.parsed, replayed.note)
 
 
@@ -294,14 +329,16 @@ async def sync_status(gateway: GatewayDep, _: Admin) -> dict[str, Any]:
     }
 
 
-@router.get("/healthz", tags=["status"], summary="Liveness and database reachability")
+@router.get("/healthz", tags=["status"], summary="Liveness and whether a delivery could be recorded now")
 async def healthz(gateway: GatewayDep) -> JSONResponse:
-    def ping() -> None:
-        with gateway.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
+    """200 when a delivery could be written now; 503 with the reason when the database is unreachable or
+    its write lock is held (SQLite), the same cases in which deliveries are answered 503."""
     try:
-        await run_in_threadpool(ping)
+        await run_in_threadpool(check_writable, gateway.engine)
     except Exception as exc:
-        return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "database": _describe(exc), "dispatcher": gateway.dispatcher_state()},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return JSONResponse({"status": "ok", "database": "ok", "dispatcher": gateway.dispatcher_state()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -36,14 +37,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets the gateway write while flows and readers read; busy_timeout waits out the other writers.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+DEFAULT_WAIT_SECONDS = 30.0
+
+
+def _sqlite_pragmas(wait_seconds: float) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets the gateway write while flows and readers read; busy_timeout waits out other writers.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
 
 
 # Query parameters some guides add to pooler URLs that are not libpq options (psycopg would refuse them):
@@ -51,8 +58,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 _NOT_LIBPQ_OPTIONS = ("pgbouncer",)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> Engine:
     """An engine for `url`. SQLite files get WAL mode and their folder created.
+
+    `wait_seconds` bounds how long a statement waits for the database: for SQLite's write lock held by
+    another process, for a PostgreSQL connection (connect timeout) or for one from the pool. Past it, the
+    statement raises instead of hanging (the gateway answers 503 rather than keep a sender waiting).
 
     PostgreSQL URLs work as Supabase gives them, direct (5432) or through its transaction pooler (6543):
     libpq options such as `sslmode=require` pass through to the driver, and no server-side prepared
@@ -62,22 +73,45 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"timeout": wait_seconds})
+        event.listen(engine, "connect", _sqlite_pragmas(wait_seconds))
         return engine
     # prepare_threshold=None: a transaction pooler (PgBouncer, Supavisor) cannot hold prepared statements.
     return create_engine(
         parsed.difference_update_query(_NOT_LIBPQ_OPTIONS),
         pool_pre_ping=True,
-        connect_args={"prepare_threshold": None},
+        pool_timeout=wait_seconds,
+        connect_args={"prepare_threshold": None, "connect_timeout": max(1, math.ceil(wait_seconds))},
     )
 
 
+def check_writable(engine: Engine, wait_seconds: float = 1.0) -> None:
+    """Raise unless a write could start now: SQLite's write lock free within `wait_seconds` (another
+    process may hold it), PostgreSQL reachable. Writes nothing."""
+    if engine.dialect.name != "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        (saved,) = cursor.execute("PRAGMA busy_timeout").fetchone()
+        cursor.execute(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute("ROLLBACK")
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout={saved}")
+            cursor.close()
+    finally:
+        raw.close()
+
+
 @lru_cache
-def get_engine(url: str | None = None) -> Engine:
-    """The process-wide engine for `url`, or for the configured database."""
+def get_engine(url: str | None = None, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> Engine:
+    """The process-wide engine for `url` (or the configured database) and `wait_seconds`."""
     if url is None:
         from smartplex_sync.settings import get_settings
 
         url = get_settings().sqlalchemy_url
-    return make_engine(url)
+    return make_engine(url, wait_seconds)
