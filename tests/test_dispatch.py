@@ -40,8 +40,11 @@ def settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **{**NO_WAIT, "plex_scan_grace_seconds": 0, **overrides})
 
 
-def test_backoff_grows_and_is_capped() -> None:
-    assert [backoff(n).total_seconds() for n in (1, 2, 3, 10, 30)] == [1, 2, 4, 300, 300]
+def test_backoff_grows_is_capped_and_jittered_by_up_to_half() -> None:
+    assert [backoff(n, jitter=0).total_seconds() for n in (1, 2, 3, 10, 30)] == [1, 2, 4, 60, 60]
+    assert [backoff(n, jitter=1).total_seconds() for n in (1, 2, 3, 10)] == [0.5, 1, 2, 30]
+    drawn = {backoff(4).total_seconds() for _ in range(50)}
+    assert len(drawn) > 1 and all(4 <= d <= 8 for d in drawn)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,10 @@ The dispatcher runs in the gateway's event loop. Each pass:
 It wakes when a delivery is recorded, when a coalescing window closes, every SMARTPLEX_RUN_POLL_SECONDS
 while runs are open, and every SMARTPLEX_DISPATCH_POLL_SECONDS anyway (work left by another replica).
 Prefect being slow or down never touches the request path: a batch whose run cannot be created waits
-with an exponential backoff, and its deliveries stay `processed = false` until the run exists.
+with an exponential backoff, and its deliveries stay `processed = false` until the run exists. A pass
+that fails as a whole (Prefect or the database unreachable) is tried again after a backoff too, during
+which deliveries do not wake the loop. Both backoffs are jittered, so replicas that lost Prefect at the
+same moment do not come back in step.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -43,13 +47,15 @@ from webhook_gateway.batching import NewBatch, Plan, Window, plan_buckets, plan_
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECONDS = 300
+MAX_BACKOFF_SECONDS = 60  # also how late, at worst, dispatch catches up after an outage
 MIN_PASS_SECONDS = 0.2  # a burst of deliveries wakes the loop once per this, not once per delivery
 FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 
 
-def backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS))
+def backoff(attempts: int, jitter: float | None = None) -> timedelta:
+    """1, 2, 4 ... seconds up to MAX_BACKOFF_SECONDS, each cut by a random `jitter` of up to half."""
+    full = min(2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
+    return timedelta(seconds=full * (1 - (random.random() if jitter is None else jitter) / 2))
 
 
 def idempotency_key(batch_id: str) -> str:
@@ -85,15 +91,23 @@ class Dispatcher:
         self._wake.set()
 
     async def run_forever(self) -> None:
+        failures = 0
         while True:
             started = utcnow()
             wake_at = None
             try:
                 wake_at = (await self.dispatch_due()).wake_at
-            except Exception:  # the loop must outlive any one failure (database locked, Prefect down ...)
-                log.exception(
-                    "dispatch pass failed; trying again in %.0fs", self.settings.dispatch_poll_seconds
-                )
+            except Exception as exc:  # the loop outlives any one failure (database locked, Prefect down)
+                failures += 1
+                delay = backoff(failures).total_seconds()
+                log.warning("dispatch pass failed (%s); trying again in %.1fs", _describe(exc), delay)
+                log.debug("dispatch pass failure", exc_info=True)
+                await asyncio.sleep(delay)  # deliveries recorded meanwhile are picked up then
+                self._wake.clear()
+                continue
+            if failures:
+                log.info("dispatch passes work again after %d failed", failures)
+                failures = 0
             await asyncio.sleep(max(0.0, MIN_PASS_SECONDS - (utcnow() - started).total_seconds()))
             timeout = self.settings.dispatch_poll_seconds
             if wake_at is not None:
