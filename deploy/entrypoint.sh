@@ -3,8 +3,9 @@
 #   gateway   the webhook gateway (SMARTPLEX_GATEWAY_HOST:SMARTPLEX_GATEWAY_PORT)
 #   worker    a Prefect worker of the `smartplex` process pool; extra arguments go to `prefect worker start`
 #   migrate   apply migrations/*.sql to SMARTPLEX_DATABASE_URL (a no-op when up to date)
-#   deploy    create the work pool if missing, `prefect deploy --all`, then put back sync_schedule's
-#             schedules over prefect.yaml's defaults
+#   deploy    create the work pool if missing, `prefect deploy --all`, put back sync_schedule's
+#             schedules over prefect.yaml's defaults, and create the automation that marks runs Crashed
+#             when their heartbeats stop (python -m deployments.bootstrap prefect, as `make run` does)
 #   anything else runs as given, e.g. `prefect server start`
 # Settings come from the environment (docs/deploy.md). Flow runs execute from the directory holding
 # prefect.yaml, so every command runs there.
@@ -28,9 +29,7 @@ migrate)
     ;;
 deploy)
     shift
-    prefect work-pool inspect smartplex >/dev/null 2>&1 || prefect work-pool create smartplex --type process
-    prefect --no-prompt deploy --all "$@"
-    exec smartplex-sync schedules apply --restore
+    exec python -m deployments.bootstrap prefect "$@"
     ;;
 *)
     exec "$@"

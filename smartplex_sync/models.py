@@ -20,6 +20,9 @@ class Source(StrEnum):
 WORK_POOL = "smartplex"
 """The process work pool every deployment of `prefect.yaml` runs on."""
 
+PROJECT_TAG = "smartplex"
+"""The tag every deployment of `prefect.yaml` gives its runs."""
+
 WEBHOOK_TAG = "trigger:webhook"
 """The tag of every flow run the gateway's dispatcher creates (they are the runs that serve deliveries)."""
 

@@ -78,6 +78,10 @@ def assert_real_command(words: list[str]) -> None:
     if words[:3] == ["python", "-m", "webhook_gateway"]:
         assert (REPO_ROOT / "webhook_gateway" / "__main__.py").exists()
         return
+    if words[:3] == ["python", "-m", "deployments.bootstrap"]:
+        text_ = help_text("python", "-m", "deployments.bootstrap", *words[3:4])
+        assert all(option.split("=")[0] in text_ for option in words[4:] if option.startswith("--"))
+        return
     program = [w for w in words if not w.startswith("-") and not w.startswith('"')]
     subcommands = [w for w in program[1:] if re.fullmatch(r"[a-z][a-z-]*", w)]
     for depth in range(len(subcommands), -1, -1):  # the deepest command path that has a help page

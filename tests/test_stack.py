@@ -1,15 +1,20 @@
-"""`make run`'s one-off steps: what they do to the runs a stop or a dead worker cut off."""
+"""`make run`'s and `deploy`'s one-off steps: what they do to the runs a stop, a dead worker or a vanished
+machine cut off."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
+from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import StateType
+from prefect.events.clients import PrefectEventsClient
+from prefect.events.schemas.events import Event, RelatedResource, Resource
 from prefect.states import Crashed, Pending, Running, State
 
-from deployments.bootstrap import _retry_interrupted_runs
-from smartplex_sync.models import WEBHOOK_TAG, Deployment
+from deployments.bootstrap import _retry_interrupted_runs, ensure_silent_run_automation
+from smartplex_sync.models import PROJECT_TAG, WEBHOOK_TAG, Deployment
 from tests.support.prefect_stack import PrefectStack
 
 
@@ -69,3 +74,77 @@ def test_a_run_killed_with_its_worker_is_retried_even_if_it_reported_its_crash(
     retried, states = asyncio.run(scenario())
     assert retried == ["killed-crashed"]
     assert states == ["AwaitingRetry", "Running"]
+
+
+def test_a_run_whose_heartbeats_stop_is_marked_crashed_and_no_other(
+    prefect_deployments: PrefectStack,
+) -> None:
+    """The automation `deploy` creates (Prefect's zombie-run recipe, for runs tagged `smartplex`), on the
+    real server, with a 10 s silence instead of 2 min: a run that sent heartbeats then fell silent is
+    marked Crashed; a run of another project that fell silent too is left alone."""
+    api_url = prefect_deployments.api_url
+
+    async def scenario() -> tuple[str, str, str | None]:
+        automation = await ensure_silent_run_automation(api_url, timedelta(seconds=10))
+        try:
+            assert await ensure_silent_run_automation(api_url, timedelta(seconds=10)) == automation
+            async with PrefectClient(api_url) as client:
+                deployment = await client.read_deployment_by_name(Deployment.WEBHOOK_RETENTION.full_name)
+                ours = await client.create_flow_run_from_deployment(deployment.id, name="went-silent")
+                assert PROJECT_TAG in ours.tags
+                flow_id = await client.create_flow_from_name("not-smartplex")
+                theirs = (
+                    await client._client.post("/flow_runs/", json={"flow_id": str(flow_id), "name": "theirs"})
+                ).json()
+                for run_id in (ours.id, UUID(theirs["id"])):
+                    await client.set_flow_run_state(run_id, Running(), force=True)
+                async with PrefectEventsClient(api_url) as events:
+                    for _ in range(3):  # as the flow engine sends them, then nothing more
+                        await events.emit(heartbeat(ours.id, deployment.id, ours.tags))
+                        await events.emit(heartbeat(UUID(theirs["id"]), None, []))
+                        await asyncio.sleep(2)
+                crashed = None
+                for _ in range(60):  # bounded: 10 s of silence, then the triggers service's own period
+                    run = await client.read_flow_run(ours.id)
+                    if run.state_type is StateType.CRASHED:
+                        crashed = run.state.message if run.state else None
+                        break
+                    await asyncio.sleep(2)
+                states = [
+                    (await client.read_flow_run(r)).state_type.value for r in (ours.id, UUID(theirs["id"]))
+                ]
+                for run_id in (ours.id, UUID(theirs["id"])):
+                    await client.delete_flow_run(run_id)
+                return states[0], states[1], crashed
+        finally:
+            async with PrefectClient(api_url) as client:  # 10 s would crash other tests' runs
+                await client.delete_automation(automation)
+
+    ours, theirs, message = asyncio.run(scenario())
+    assert ours == "CRASHED", ours
+    assert message == "no heartbeat for 10 s: its process is gone"
+    assert theirs == "RUNNING"
+
+
+def heartbeat(run_id: UUID, deployment_id: UUID | None, tags: list[str]) -> Event:
+    """`prefect.flow-run.heartbeat` with the resource and related resources the flow engine gives it."""
+    related = [
+        RelatedResource({"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"})
+        for tag in tags
+    ]
+    if deployment_id:
+        related.append(
+            RelatedResource(
+                {
+                    "prefect.resource.id": f"prefect.deployment.{deployment_id}",
+                    "prefect.resource.role": "deployment",
+                }
+            )
+        )
+    return Event(
+        event="prefect.flow-run.heartbeat",
+        resource=Resource(
+            {"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.name": "x"}
+        ),
+        related=related,
+    )
