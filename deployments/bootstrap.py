@@ -4,8 +4,8 @@
 - `python -m deployments.bootstrap database`: apply the migrations, then print as JSON what the supervisor
   needs to know from the settings (data dir, database URL, ports, demo mode);
 - `python -m deployments.bootstrap prefect [--own-server]` (PREFECT_API_URL set): create the work pool,
-  `prefect deploy --all`, put back the schedules sync_schedule recorded, create or update the automation
-  that marks silent runs Crashed, and, on a server of our own, retry the runs the last stop cut off;
+  `prefect deploy --all`, put back the schedules sync_schedule recorded, create or update the automations
+  that mark runs Crashed whose process vanished, and, on a server of our own, retry the runs the last stop cut off;
   the image's `deploy` verb runs the same step;
 - `python -m deployments.bootstrap recover [--own-server] [--flow-run ID]…`: the same retry after the
   worker died, before a new one starts.
@@ -64,7 +64,7 @@ def prepare_prefect(settings: Settings, own_server: bool) -> None:
     if deployed.returncode != 0:
         raise RuntimeError(f"prefect deploy --all failed:\n{deployed.stdout}\n{deployed.stderr}")
     asyncio.run(_restore_schedules(settings))
-    asyncio.run(ensure_silent_run_automation(settings.prefect_api))
+    asyncio.run(ensure_lost_run_automations(settings.prefect_api))
     if own_server:  # no other worker can be running its runs
         asyncio.run(_retry_interrupted_runs(settings.prefect_api)).log("by the last stop")
 
@@ -82,56 +82,80 @@ async def _restore_schedules(settings: Settings) -> None:
 
 
 SILENT_RUN_AUTOMATION = "smartplex: crash runs that stopped reporting"
+STUCK_RUN_AUTOMATION = "smartplex: crash runs that never started"
 SILENT_AFTER = timedelta(
     minutes=2
 )  # four heartbeats (prefect.yaml sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30)
+STUCK_AFTER = timedelta(minutes=5)  # Pending is a process starting: seconds, a minute on a loaded machine
+_FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
 
 
-async def ensure_silent_run_automation(api_url: str, silent_after: timedelta = SILENT_AFTER) -> UUID:
-    """Prefect's documented cure for zombie runs, limited to ours (tag `smartplex`): a run whose process
-    vanished with its machine (no worker left to say so) stops sending heartbeats, and after
-    `silent_after` Prefect marks it Crashed. That frees its concurrency slot, and the gateway's dispatcher
-    queues the crashed run's deliveries for a new run. Created once, updated in place when it exists."""
+async def ensure_lost_run_automations(
+    api_url: str, silent_after: timedelta = SILENT_AFTER, stuck_after: timedelta = STUCK_AFTER
+) -> list[UUID]:
+    """Prefect's documented cure for zombie runs, limited to ours (tag `smartplex`), for the two ways a run
+    loses its process unseen (its machine or its worker died, no supervisor left to say so):
+    - Running, then silent: no heartbeat and no final state `silent_after` after its last heartbeat;
+    - Pending for good: no Running (or final state) `stuck_after` after it became Pending (its process was
+      being started), which heartbeats cannot tell, as they begin once the run is Running.
+    Either is marked Crashed: that frees its concurrency slot, and the gateway's dispatcher queues the
+    crashed run's deliveries for a new run. Created once, updated in place when they exist."""
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
-    automation = AutomationCore(
-        name=SILENT_RUN_AUTOMATION,
-        description="Marks a SmartPlex flow run Crashed when its heartbeats stop (its process died unseen).",
-        trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={
-                "prefect.flow-run.heartbeat",
-                "prefect.flow-run.Completed",
-                "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed",
-            },
-            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            match_related=ResourceSpecification(
-                {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{PROJECT_TAG}"}
+    def crash_when(name: str, after: str, expect: set[str], within: timedelta, why: str) -> AutomationCore:
+        return AutomationCore(
+            name=name,
+            description=f"Marks a SmartPlex flow run Crashed when {why}.",
+            trigger=EventTrigger(
+                after={after},
+                expect=expect | _FINAL_EVENTS,
+                match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+                match_related=ResourceSpecification(
+                    {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{PROJECT_TAG}"}
+                ),
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=within,
             ),
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=silent_after,
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message=f"{why} for {within.total_seconds():.0f} s: its process is gone",
+                )
+            ],
+        )
+
+    wanted = [
+        crash_when(
+            SILENT_RUN_AUTOMATION,
+            "prefect.flow-run.heartbeat",
+            {"prefect.flow-run.heartbeat"},
+            silent_after,
+            "no heartbeat",
         ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.CRASHED,
-                message=f"no heartbeat for {silent_after.total_seconds():.0f} s: its process is gone",
-            )
-        ],
-    )
+        crash_when(
+            STUCK_RUN_AUTOMATION,
+            "prefect.flow-run.Pending",
+            {"prefect.flow-run.Running"},
+            stuck_after,
+            "still pending",
+        ),
+    ]
+    ids = []
     async with PrefectClient(api_url) as client:
-        existing = await client.read_automations_by_name(SILENT_RUN_AUTOMATION)
-        if existing:
-            await client.update_automation(existing[0].id, automation)
-            return existing[0].id
-        return await client.create_automation(automation)
+        for automation in wanted:
+            existing = await client.read_automations_by_name(automation.name)
+            if existing:
+                await client.update_automation(existing[0].id, automation)
+                ids.append(existing[0].id)
+            else:
+                ids.append(await client.create_automation(automation))
+    return ids
 
 
 @dataclass

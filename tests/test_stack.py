@@ -13,7 +13,7 @@ from prefect.events.clients import PrefectEventsClient
 from prefect.events.schemas.events import Event, RelatedResource, Resource
 from prefect.states import Crashed, Pending, Running, State
 
-from deployments.bootstrap import _retry_interrupted_runs, ensure_silent_run_automation
+from deployments.bootstrap import _retry_interrupted_runs, ensure_lost_run_automations
 from smartplex_sync.models import PROJECT_TAG, WEBHOOK_TAG, Deployment
 from tests.support.prefect_stack import PrefectStack
 
@@ -76,54 +76,55 @@ def test_a_run_killed_with_its_worker_is_retried_even_if_it_reported_its_crash(
     assert states == ["AwaitingRetry", "Running"]
 
 
-def test_a_run_whose_heartbeats_stop_is_marked_crashed_and_no_other(
+def test_runs_whose_process_vanished_are_marked_crashed_and_no_others(
     prefect_deployments: PrefectStack,
 ) -> None:
-    """The automation `deploy` creates (Prefect's zombie-run recipe, for runs tagged `smartplex`), on the
-    real server, with a 10 s silence instead of 2 min: a run that sent heartbeats then fell silent is
-    marked Crashed; a run of another project that fell silent too is left alone."""
+    """The automations `deploy` creates (Prefect's zombie-run recipe, for runs tagged `smartplex`), on the
+    real server, with 10 s instead of 2 and 5 min: a run that sent heartbeats then fell silent, and one
+    left Pending, are marked Crashed; a run of another project in the same plight is left alone."""
     api_url = prefect_deployments.api_url
+    short = timedelta(seconds=10)
 
-    async def scenario() -> tuple[str, str, str | None]:
-        automation = await ensure_silent_run_automation(api_url, timedelta(seconds=10))
+    async def scenario() -> dict[str, tuple[str, str | None]]:
+        automations = await ensure_lost_run_automations(api_url, short, short)
         try:
-            assert await ensure_silent_run_automation(api_url, timedelta(seconds=10)) == automation
+            assert await ensure_lost_run_automations(api_url, short, short) == automations  # updated
             async with PrefectClient(api_url) as client:
                 deployment = await client.read_deployment_by_name(Deployment.WEBHOOK_RETENTION.full_name)
-                ours = await client.create_flow_run_from_deployment(deployment.id, name="went-silent")
-                assert PROJECT_TAG in ours.tags
+                silent = await client.create_flow_run_from_deployment(deployment.id, name="went-silent")
+                stuck = await client.create_flow_run_from_deployment(deployment.id, name="never-started")
+                assert PROJECT_TAG in silent.tags
                 flow_id = await client.create_flow_from_name("not-smartplex")
-                theirs = (
-                    await client._client.post("/flow_runs/", json={"flow_id": str(flow_id), "name": "theirs"})
-                ).json()
-                for run_id in (ours.id, UUID(theirs["id"])):
+                theirs = await client._client.post("/flow_runs/", json={"flow_id": str(flow_id), "name": "x"})
+                runs = {"silent": silent.id, "stuck": stuck.id, "theirs": UUID(theirs.json()["id"])}
+                await client.set_flow_run_state(stuck.id, Pending(), force=True)
+                for run_id in (silent.id, runs["theirs"]):
                     await client.set_flow_run_state(run_id, Running(), force=True)
                 async with PrefectEventsClient(api_url) as events:
                     for _ in range(3):  # as the flow engine sends them, then nothing more
-                        await events.emit(heartbeat(ours.id, deployment.id, ours.tags))
-                        await events.emit(heartbeat(UUID(theirs["id"]), None, []))
+                        await events.emit(heartbeat(silent.id, deployment.id, silent.tags))
+                        await events.emit(heartbeat(runs["theirs"], None, []))
                         await asyncio.sleep(2)
-                crashed = None
-                for _ in range(60):  # bounded: 10 s of silence, then the triggers service's own period
-                    run = await client.read_flow_run(ours.id)
-                    if run.state_type is StateType.CRASHED:
-                        crashed = run.state.message if run.state else None
+                for _ in range(60):  # bounded: 10 s, then the triggers service's own period
+                    states = {name: await client.read_flow_run(run_id) for name, run_id in runs.items()}
+                    if all(states[n].state_type is StateType.CRASHED for n in ("silent", "stuck")):
                         break
                     await asyncio.sleep(2)
-                states = [
-                    (await client.read_flow_run(r)).state_type.value for r in (ours.id, UUID(theirs["id"]))
-                ]
-                for run_id in (ours.id, UUID(theirs["id"])):
+                for run_id in runs.values():
                     await client.delete_flow_run(run_id)
-                return states[0], states[1], crashed
+                return {
+                    name: (run.state_type.value, run.state.message if run.state else None)
+                    for name, run in states.items()
+                }
         finally:
             async with PrefectClient(api_url) as client:  # 10 s would crash other tests' runs
-                await client.delete_automation(automation)
+                for automation in automations:
+                    await client.delete_automation(automation)
 
-    ours, theirs, message = asyncio.run(scenario())
-    assert ours == "CRASHED", ours
-    assert message == "no heartbeat for 10 s: its process is gone"
-    assert theirs == "RUNNING"
+    states = asyncio.run(scenario())
+    assert states["silent"] == ("CRASHED", "no heartbeat for 10 s: its process is gone")
+    assert states["stuck"] == ("CRASHED", "still pending for 10 s: its process is gone")
+    assert states["theirs"][0] == "RUNNING"
 
 
 def heartbeat(run_id: UUID, deployment_id: UUID | None, tags: list[str]) -> Event:
