@@ -253,6 +253,7 @@ def settled(engine: Engine, api_url: str) -> bool:
 # ------------------------------------------------------------------------------------------------ the test
 
 
+@pytest.mark.timeout(900)  # its waits are bounded one by one (DEADLINE); a loaded machine may need several
 def test_two_gateways_and_two_workers_lose_and_double_nothing_when_one_of_each_dies_mid_burst(
     supabase: SupabaseLike,
     demo_services: tuple[DemoWorld, str],
