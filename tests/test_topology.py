@@ -14,9 +14,10 @@ later run did its work), runs were spread over both workers, and the data landed
 Killing a worker: a process worker runs each flow run in a child process. SIGKILL of the worker's pid alone
 leaves that child running to completion, so this test kills the worker pid only (the run in progress
 finishes and reports itself). A run whose own process dies is left to zombie-run detection, not tested
-here. The worker is frozen (SIGSTOP) before the kill and killed only when every run it has taken has its
-process: a worker killed between taking a run (Pending) and starting its process leaves a run that nothing
-would ever start, which is that same zombie case.
+here. The worker is frozen (SIGSTOP) before the kill and killed only when every run it has taken is Running
+in its own live process: a worker killed while a run it took is still Pending can leave that run Pending
+for good (seen: its process had started but died before the flow engine could report anything), which is
+that same zombie case.
 """
 
 from __future__ import annotations
@@ -368,10 +369,10 @@ def test_two_gateways_and_two_workers_lose_and_double_nothing_when_one_of_each_d
 def kill_a_worker_mid_run(
     workers: list[Any], names: list[str | None], api_url: str, orphans: list[int]
 ) -> tuple[int, dict[str | None, int]]:
-    """SIGKILL a worker while one of its flow runs is Running, at a moment when each run it has taken has its
-    process: the worker is frozen first (SIGSTOP), so that it takes no run between the look and the kill.
-    A run it took (Pending, labelled with its name) whose process it had not started yet would be left
-    Pending for good: zombie-run detection's case, not this test's. A Pending run not labelled yet could be
+    """SIGKILL a worker at a moment when each run it has taken is Running in a live process of its own: the
+    worker is frozen first (SIGSTOP), so that it takes no run between the look and the kill. A run it took
+    that is still Pending (its process not started, or started but not yet in the flow engine) was seen
+    left Pending for good when the worker died: zombie-run detection's case, not this test's. A Pending run not labelled yet could be
     anyone's, so it makes us look again too. Returns the worker's index and its unfinished runs by state."""
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
@@ -390,18 +391,18 @@ def kill_a_worker_mid_run(
                 and r.state_type in (StateType.PENDING, StateType.RUNNING)
             ]
             started = [r for r in its_runs if started_in(r, children)]
-            running = any(r.state_type is StateType.RUNNING for r in started)
+            running = [r for r in started if r.state_type is StateType.RUNNING]
             unlabelled = [
                 r for r in unfinished if r.state_type is StateType.PENDING and WORKER_LABEL not in r.labels
             ]
-            if running and len(started) == len(its_runs) and not unlabelled:
+            if running and len(running) == len(its_runs) and not unlabelled:
                 orphans.extend(children)
                 os.kill(pid, signal.SIGKILL)
                 workers[index].wait(10)
                 return index, dict(Counter(r.state_name for r in its_runs))
             os.kill(pid, signal.SIGCONT)
         time.sleep(0.3)
-    raise TimeoutError("no moment when a worker had a run Running and a process for each run it had taken")
+    raise TimeoutError("no moment when every run a worker had taken was Running in a live process")
 
 
 def started_in(run: FlowRun, processes: list[int]) -> bool:
