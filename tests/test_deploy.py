@@ -1,46 +1,32 @@
-"""deploy/: compose.yaml, the Dockerfile, the entry point and the systemd units hold together, and the
-compose services really run from the commands and environment the file declares (tests/support/topology)."""
+"""deploy/: compose.yaml, the Dockerfile, the entry point and the systemd units hold together. That the
+compose services really run from the commands and environment the file declares, two workers and two
+gateways among them, is tests/test_topology.py's part."""
 
 from __future__ import annotations
 
-import asyncio
 import configparser
 import functools
-import json
 import re
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from prefect.client.orchestration import PrefectClient
 from prefect.settings import Settings as PrefectSettings
 from prefect.settings.legacy import _get_valid_setting_names
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from deployments.operations import prefect_database_check
-from deployments.processes import VENV_BIN, free_port
-from simulators.demo import DemoWorld, service_env
-from simulators.plex_library import MOVIE
+from deployments.processes import VENV_BIN
 from smartplex_sync.settings import Settings
-from smartplex_sync.store import make_engine
-from smartplex_sync.store.tables import media_items, webhook_log
-from tests.support.postgres import postgres_cluster
-from tests.support.supabase import SERVICE_OWNER, SupabaseLike
 from tests.support.topology import (
     COMPOSE_FILE,
     DOCKERFILE,
     ENTRYPOINT,
     REPO_ROOT,
     MissingVariable,
-    Topology,
     healthcheck_url,
     image_env,
-    init_compose_postgres,
     interpolate,
     load_compose,
     our_services,
@@ -260,102 +246,3 @@ def test_systemd_units_run_real_commands_in_order() -> None:
             for other in unit["Unit"].get(key, "").split():
                 if other.startswith(("smartplex-", "prefect-")):
                     assert other in found, (name, other)
-
-
-# ----------------------------------------------------------------------------- compose, really running
-
-
-@pytest.fixture
-def compose_postgres() -> Iterator[str]:
-    """A fresh cluster, initialised as compose's `postgres` service is (deploy/postgres/init-databases.sh)."""
-    with postgres_cluster() as admin_url:
-        init_compose_postgres(admin_url, COMPOSE_PASSWORDS)
-        yield admin_url
-
-
-def test_compose_services_run_from_their_declared_commands(
-    supabase: SupabaseLike,
-    demo_services: tuple[DemoWorld, str],
-    compose_postgres: str,
-    tmp_path: Path,
-) -> None:
-    """prefect-server on PostgreSQL, migrate, prefect-deploy, a worker and a gateway, each started from
-    compose.yaml; our tables on the Supabase-like transaction pooler (SMARTPLEX_DATABASE_URL in .env).
-    A webhook to the gateway becomes a flow run the worker completes, and the library lands in our tables."""
-    ours = supabase.pooled(supabase.create_database(owner=SERVICE_OWNER), SERVICE_OWNER)
-    variables = {
-        **COMPOSE_PASSWORDS,
-        "SMARTPLEX_WEBHOOK_TOKEN": "compose-token",
-        "SMARTPLEX_DATABASE_URL": ours.replace("postgresql+psycopg://", "postgresql://"),
-        "SMARTPLEX_PLEX_QUIET_SECONDS": "1",
-        "SMARTPLEX_DISPATCH_POLL_SECONDS": "1",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-        **service_env(demo_services[1]),
-    }
-    prefect_port, gateway_port = free_port(), free_port()
-    stack = Topology(
-        tmp_path,
-        variables,
-        addresses={
-            "postgres:5432": f"127.0.0.1:{make_url(compose_postgres).port}",
-            "prefect-server:4200": f"127.0.0.1:{prefect_port}",
-        },
-    )
-    try:
-        stack.start("prefect-server", ports={4200: prefect_port}, timeout=240)
-        stack.run("migrate")
-        stack.run("prefect-deploy")
-        stack.start("worker", ports={8080: free_port()})
-        stack.start("gateway", ports={8000: gateway_port})
-        delivered_and_synced(demo_services[0], variables, gateway_port, prefect_port, tmp_path)
-    finally:
-        stack.close()
-
-
-def delivered_and_synced(
-    world: DemoWorld, variables: dict[str, str], gateway_port: int, prefect_port: int, logs: Path
-) -> None:
-    """A Plex `library.new` to the gateway is recorded, dispatched, run by the worker, and lands."""
-
-    movie = str(next(key for key, item in world.library.items.items() if item.type == MOVIE))
-    answer = httpx.post(
-        f"http://127.0.0.1:{gateway_port}/api/webhooks/plex",
-        files={"payload": (None, json.dumps({"event": "library.new", "Metadata": {"ratingKey": movie}}))},
-        params={"token": "compose-token"},  # as Plex sends it: the URL is all it has
-        timeout=30,
-    )
-    assert answer.status_code == 202, answer.text
-    engine = make_engine(
-        Settings(database_url=variables["SMARTPLEX_DATABASE_URL"], _env_file=None).sqlalchemy_url
-    )
-    run_id = wait_for(lambda: dispatched_run(engine, answer.json()["id"]), 120, "the delivery dispatched")
-    state = wait_for(
-        lambda: final_state(f"http://127.0.0.1:{prefect_port}/api", run_id), 240, "the run finished"
-    )
-    assert state == "COMPLETED", (state, (logs / "worker-0.log").read_text()[-3000:])
-    with engine.connect() as conn:
-        assert conn.execute(select(media_items.c.rating_key)).scalars().all() == [movie]
-    engine.dispose()
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(1)
-    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-
-
-def dispatched_run(engine: Any, row_id: int) -> str | None:
-    with engine.connect() as conn:
-        return conn.execute(select(webhook_log.c.flow_run_id).where(webhook_log.c.id == row_id)).scalar()
-
-
-def final_state(api_url: str, run_id: str) -> str | None:
-    async def read() -> str | None:
-        async with PrefectClient(api_url) as client:
-            run = await client.read_flow_run(run_id)  # type: ignore[arg-type]
-        return run.state.type.value if run.state and run.state.is_final() else None
-
-    return asyncio.run(read())
