@@ -1,15 +1,20 @@
-"""`make run` keeps itself up: the real `smartplex-sync run`, its children SIGKILLed one by one by pid, each
-started again and the stack serving again (a delivery answered 202, dispatched, its flow run completed),
-restarts counted in `doctor`, and Ctrl-C leaving no process behind. Every wait is bounded."""
+"""`make run` keeps itself up, and loses nothing under faults: the real `smartplex-sync run`, its children
+SIGKILLed one by one by pid, each started again and the stack serving again (a delivery answered 202,
+dispatched, its flow run completed); a gateway killed in the middle of a burst, a Prefect server frozen for
+60 s during one, the database locked; restarts counted in `doctor`, and Ctrl-C leaving no process behind.
+Every wait is bounded; only processes this module started are signalled, by pid."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from sqlalchemy import Engine, select
 
 from deployments.operations import stack_checks
 from deployments.processes import (
@@ -27,11 +33,14 @@ from deployments.processes import (
     VENV_BIN,
     Child,
     StateFile,
+    descendants,
     describe_exit,
     free_port,
     restart_delay,
 )
 from deployments.stack import Stack
+from smartplex_sync.store import make_engine
+from smartplex_sync.store.tables import batch_requests, dispatch_batches, webhook_log, webhook_requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MARKER = "SMARTPLEX_TEST_STACK"  # in the environment of every process the stack under test starts
@@ -76,7 +85,8 @@ def test_a_child_dying_young_waits_longer_each_time_and_a_stable_one_starts_over
     assert child.died(child.started_monotonic + 0.1) == 2
     child.start()
     child.process.wait(30)  # type: ignore[union-attr]
-    assert child.died(child.started_monotonic + STABLE_AFTER) == 1  # it had stayed up: backoff reset
+    # It had stayed up: backoff reset. (+ 1: `(t + STABLE_AFTER) - t` can round to just below STABLE_AFTER.)
+    assert child.died(child.started_monotonic + STABLE_AFTER + 1) == 1
 
 
 def test_exits_read_plainly() -> None:
@@ -89,6 +99,9 @@ def test_the_watch_restarts_a_dying_child_with_backoff_and_records_it(tmp_path: 
     stack.data_dir = tmp_path
     stack.state = StateFile(tmp_path / "stack.json")
     child = stack.add("flaky", [sys.executable, "-c", "raise SystemExit(5)"], dict(os.environ))
+    # Not the stack's: a process this test runner started. `down` must leave it alone (it once stopped
+    # every descendant of its process, here the suite's Prefect server and PostgreSQL with them).
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         deadline = time.monotonic() + 60
         while child.restarts < 2 and time.monotonic() < deadline:
@@ -101,7 +114,11 @@ def test_the_watch_restarts_a_dying_child_with_backoff_and_records_it(tmp_path: 
         assert child.failures >= 2  # never stable: each wait doubled
     finally:
         stack.down()
+        alive = bystander.poll() is None
+        bystander.kill()
+        bystander.wait(30)
     assert json.loads((tmp_path / "stack.json").read_text())["status"] == "stopped"
+    assert alive, "the stack stopped a process it did not start"
 
 
 def test_doctor_lines_for_the_stack() -> None:
@@ -186,6 +203,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             "SMARTPLEX_GATEWAY_PORT": str(gateway_port),
             "SMARTPLEX_PREFECT_PORT": str(prefect_port),
             "PREFECT_HOME": str(root / "prefect-home"),
+            "SMARTPLEX_DATABASE_WAIT_SECONDS": "3",  # a locked database answers 503 within 3 s
         }
     )
     output = root / "run.out"
@@ -335,6 +353,239 @@ def test_a_killed_prefect_server_comes_back_with_its_data_and_everyone_reconnect
     assert httpx.get(f"{stack.api_url}/flow_runs/{earlier}", timeout=10).is_success  # SQLite data kept
     assert (stack.data_dir / "prefect" / "concurrency_leases").is_dir()  # leases on disk, not in memory
     completed(stack, dispatched_run(stack, webhook_id, timeout=300))  # gateway and worker reconnected
+
+
+# ------------------------------------------------------------------------- faults under a burst
+# Each burst is a fixed list of Tautulli Playback Stops, each carrying a marker of its own, sent by a few
+# threads without retries (none of the five services retries). The outcome of every delivery (its status,
+# or no answer) is compared with what webhook_log, the dispatch queue and Prefect hold afterwards.
+
+SENDERS = 4
+
+
+def burst(
+    stack: RunningStack,
+    markers: list[str],
+    pause: float = 0.05,
+    kill_after: tuple[int, int] | None = None,
+) -> dict[str, tuple[int, int | None]]:
+    """POST one delivery per marker from SENDERS threads; marker → (status, webhook id); status 0: no answer.
+    `kill_after` (n, pid): SIGKILL pid as soon as n deliveries were answered 2xx, in the middle of the burst."""
+    outcomes: dict[str, tuple[int, int | None]] = {}
+    lock = threading.Lock()
+
+    def count(status: int) -> None:
+        if kill_after is None or not 200 <= status < 300:
+            return
+        with lock:
+            acked = sum(1 for code, _ in outcomes.values() if 200 <= code < 300)
+            if acked == kill_after[0]:
+                os.kill(kill_after[1], signal.SIGKILL)
+
+    def send(share: list[str]) -> None:
+        with httpx.Client(timeout=15) as client:
+            for marker in share:
+                payload = {
+                    "event": "playback.stop",
+                    "rating_key": "101",
+                    "user": "fault-test",
+                    "marker": marker,
+                }
+                try:
+                    answer = client.post(f"{stack.gateway_url}/api/webhooks/tautulli", json=payload)
+                    row = answer.json().get("id") if answer.is_success else None
+                    with lock:
+                        outcomes[marker] = (answer.status_code, row)
+                    count(answer.status_code)
+                except httpx.HTTPError:
+                    outcomes[marker] = (0, None)
+                time.sleep(pause)
+
+    threads = [threading.Thread(target=send, args=(markers[i::SENDERS],)) for i in range(SENDERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert len(outcomes) == len(markers)
+    return outcomes
+
+
+def stack_engine(stack: RunningStack) -> Engine:
+    return make_engine(f"sqlite:///{stack.data_dir / 'smartplex.db'}")
+
+
+def recorded(engine: Engine, markers: set[str]) -> dict[str, list[tuple[int, str]]]:
+    """marker → [(webhook id, action)] of every webhook_log row that carries it."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(webhook_log.c.id, webhook_log.c.action, webhook_log.c.payload).where(
+                webhook_log.c.source == "tautulli"
+            )
+        )
+        for row_id, action, payload in rows:
+            marker = payload.get("marker") if isinstance(payload, dict) else None
+            if marker in markers:
+                found.setdefault(marker, []).append((row_id, action))
+    return found
+
+
+def served(engine: Engine, webhook_ids: list[int]) -> dict[int, list[tuple[str, str | None, str | None]]]:
+    """webhook id → [(batch id, flow run id, state)] of every batch that took one of its requests."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                webhook_requests.c.webhook_id,
+                dispatch_batches.c.id,
+                dispatch_batches.c.flow_run_id,
+                dispatch_batches.c.state,
+            )
+            .select_from(
+                webhook_requests.join(
+                    batch_requests, batch_requests.c.request_id == webhook_requests.c.id
+                ).join(dispatch_batches, dispatch_batches.c.id == batch_requests.c.batch_id)
+            )
+            .where(webhook_requests.c.webhook_id.in_(webhook_ids))
+        )
+        result: dict[int, list[tuple[str, str | None, str | None]]] = {i: [] for i in webhook_ids}
+        for webhook_id, batch_id, run_id, state in rows:
+            result[webhook_id].append((batch_id, run_id, state))
+    return result
+
+
+def all_completed_once(
+    engine: Engine, webhook_ids: list[int]
+) -> dict[int, list[tuple[str, str | None, str | None]]] | None:
+    batches = served(engine, webhook_ids)
+    return batches if all(len(b) == 1 and b[0][2] == "COMPLETED" for b in batches.values()) else None
+
+
+def assert_each_acknowledged_delivery_served_once(
+    stack: RunningStack, outcomes: dict[str, tuple[int, int | None]], in_flight: int = 0
+) -> dict[str, int]:
+    """Every 2xx delivery recorded once, under the id it was answered with, and served by exactly one
+    completed run; nothing refused recorded as accepted; at most `in_flight` unanswered ones recorded (a
+    gateway killed between its commit and its answer). Returns the counts."""
+    engine = stack_engine(stack)
+    try:
+        acked = {m: row for m, (status, row) in outcomes.items() if 200 <= status < 300}
+        found = recorded(engine, set(outcomes))
+        for marker, row in acked.items():
+            assert found.get(marker) == [(row, "tautulli-sync")], (marker, found.get(marker))
+        unanswered = [m for m in found if m not in acked]
+        assert all(outcomes[m][0] == 0 for m in unanswered), "a refused delivery was recorded as accepted"
+        assert len(unanswered) <= in_flight, unanswered
+        ids = [row for row in acked.values() if row is not None] + [found[m][0][0] for m in unanswered]
+        batches = wait_for(
+            lambda: all_completed_once(engine, ids),
+            420,
+            "every delivery served by one completed run",
+            every=2,
+        )
+        runs = {b[0][1] for b in batches.values()}
+        assert len(runs) == len({b[0][0] for b in batches.values()})  # one run per batch, none made twice
+        for run in runs:
+            assert run_state(stack, run) == "COMPLETED"
+        return {
+            "sent": len(outcomes),
+            "acknowledged": len(acked),
+            "unanswered_recorded": len(unanswered),
+            "runs": len(runs),
+        }
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.timeout(900)
+def test_a_gateway_killed_mid_burst_loses_nothing_it_acknowledged(stack: RunningStack) -> None:
+    markers = [f"kill-{uuid.uuid4().hex[:8]}-{i}" for i in range(60)]
+    gateway = stack.child("gateway")
+    outcomes = burst(stack, markers[:40], pause=0.1, kill_after=(12, gateway["pid"]))
+    wait_for(
+        lambda: (c := stack.child("gateway"))["running"] and c["pid"] != gateway["pid"],
+        120,
+        "gateway restarted",
+    )
+    wait_for(lambda: httpx.get(f"{stack.gateway_url}/healthz", timeout=5).is_success, 120, "gateway healthy")
+    outcomes |= burst(stack, markers[40:])  # after the restart, as a sender's next events would come
+    lost = [m for m, (status, _) in outcomes.items() if status == 0]
+    assert lost, "the kill came after the burst: nothing was tested"
+    assert all(outcomes[m][0] == 202 for m in markers[40:])
+    counts = assert_each_acknowledged_delivery_served_once(stack, outcomes, in_flight=SENDERS)
+    print(f"gateway killed mid-burst: {counts}, {len(lost)} unanswered")
+
+
+def tree(pid: int) -> list[int]:
+    return [pid, *descendants(pid)]
+
+
+@pytest.mark.timeout(900)
+def test_a_prefect_server_frozen_for_60_s_during_a_burst_delays_dispatch_and_loses_nothing(
+    stack: RunningStack,
+) -> None:
+    frozen = tree(stack.child("prefect-server")["pid"])
+    markers = [f"freeze-{uuid.uuid4().hex[:8]}-{i}" for i in range(40)]
+    log_before = len((stack.data_dir / "logs" / "gateway.log").read_text(errors="replace"))
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        outcomes = burst(stack, markers, pause=0.3)  # spread over the outage
+        assert all(status == 202 for status, _ in outcomes.values()), outcomes
+        time.sleep(max(0.0, 60 - (time.monotonic() - started)))
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    counts = assert_each_acknowledged_delivery_served_once(stack, outcomes)
+    caught_up = time.monotonic() - resumed
+    log = (stack.data_dir / "logs" / "gateway.log").read_text(errors="replace")[log_before:]
+    # A frozen server accepts connections and never answers: each call waits out Prefect's request timeout,
+    # then the pass backs off. Either way the dispatcher did not retry once per delivery.
+    failures = re.findall(r"dispatch pass failed|run not created", log)
+    assert len(failures) <= 20, log[-3000:]
+    print(
+        f"Prefect frozen 60 s: {counts}; {len(failures)} failed passes/creations; caught up {caught_up:.0f} s after"
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_locked_database_gets_503_with_retry_after_then_recovers_without_a_restart(
+    stack: RunningStack,
+) -> None:
+    gateway_pid = stack.child("gateway")["pid"]
+    marker = f"locked-{uuid.uuid4().hex[:8]}"
+    holder = sqlite3.connect(stack.data_dir / "smartplex.db", timeout=60, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        health = httpx.get(f"{stack.gateway_url}/healthz", timeout=30)
+        assert health.status_code == 503 and health.json()["status"] == "unavailable", health.text
+        assert "locked" in health.json()["database"]
+        outcomes = burst(stack, [f"{marker}-{i}" for i in range(4)])
+        for status, _ in outcomes.values():
+            assert status == 503
+        answer = httpx.post(
+            f"{stack.gateway_url}/api/webhooks/tautulli",
+            json={"event": "playback.stop", "marker": marker},
+            timeout=30,
+        )
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"].isdigit()
+        assert answer.json()["error"] == "unavailable" and answer.json()["id"] is None
+        assert "database is locked" in answer.json()["detail"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert httpx.get(f"{stack.gateway_url}/healthz", timeout=30).status_code == 200
+    after = burst(stack, [f"{marker}-after"])
+    assert after[f"{marker}-after"][0] == 202
+    assert stack.child("gateway")["pid"] == gateway_pid  # recovered by itself
+    engine = stack_engine(stack)
+    try:
+        assert set(recorded(engine, {*outcomes, f"{marker}-after"})) == {f"{marker}-after"}  # no 503 kept
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.timeout(900)
