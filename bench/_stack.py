@@ -28,7 +28,8 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 
-from deployments.processes import free_port, wait_until_healthy
+from deployments.processes import descendants, environment, free_port, wait_until_healthy
+from deployments.stack import CHILD_VARIABLE
 from smartplex_sync.models import WORK_POOL
 from smartplex_sync.store import make_engine
 
@@ -97,6 +98,23 @@ class Stack:
     api_url: str
     engine: Engine
     data_dir: Path
+    supervisor: int  # the pid of `smartplex-sync run`
+
+
+def rss_by_child(supervisor: int) -> dict[str, int]:
+    """Resident memory (bytes) of each of the stack's children, with everything it started (a worker's flow
+    runs count as the worker's): the processes below `supervisor`, grouped by SMARTPLEX_RUN_CHILD."""
+    totals: Counter[str] = Counter()
+    for pid in descendants(supervisor):
+        child = environment(pid).get(CHILD_VARIABLE)
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        if child:
+            totals[child] += kb * 1024
+    return dict(totals)
 
 
 def _worker_polling(api_url: str) -> bool:
@@ -137,7 +155,7 @@ def running_stack(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no worker polling; see {root / 'stack.log'}")
             time.sleep(0.5)
-        yield Stack(gateway, api_url, engine, root / "data")
+        yield Stack(gateway, api_url, engine, root / "data", process.pid)
     finally:
         engine.dispose()
         os.killpg(process.pid, signal.SIGTERM)

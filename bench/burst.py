@@ -16,6 +16,7 @@ Three stacks, one after another, in the same run:
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench._stack import Services, Stack, running_stack, services
+from bench._stack import Services, Stack, rss_by_child, running_stack, services
 from smartplex_sync.store.tables import (
     arr_items,
     dispatch_batches,
@@ -36,7 +37,7 @@ from smartplex_sync.store.tables import (
 
 SECONDS = 20.0
 SCAN_GRACE = 30
-DRAIN_LIMIT = 900.0  # the baseline may not finish; say so rather than wait for ever
+DRAIN_LIMIT = 600.0  # the baseline may not finish; say so rather than wait for ever
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "30",
     "PREFECT_WORKER_QUERY_SECONDS": "10",
@@ -114,9 +115,35 @@ def _until(condition: Any, since: float) -> float | None:
     return None
 
 
+class PeakMemory:
+    """Samples each child's resident memory every half second, in a thread, and keeps the peaks."""
+
+    def __init__(self, supervisor: int) -> None:
+        self.supervisor = supervisor
+        self.peaks: Counter[str] = Counter()
+        self.total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            now = rss_by_child(self.supervisor)
+            self.total = max(self.total, sum(now.values()))
+            for child, rss in now.items():
+                self.peaks[child] = max(self.peaks[child], rss)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def measure(root: Path, world: Services, extra_env: dict[str, str]) -> dict[str, Any]:
     env = {**extra_env, "SMARTPLEX_PLEX_SCAN_GRACE_SECONDS": str(SCAN_GRACE)}
-    with running_stack(root, world.env, env) as stack:
+    with running_stack(root, world.env, env) as stack, PeakMemory(stack.supervisor) as memory:
         time.sleep(5)  # let start-up work (schedules, the mirror) settle
         world.ask("reset")
         sent = world.ask("mixed_burst", stack.gateway, SECONDS)
@@ -130,6 +157,8 @@ def measure(root: Path, world: Services, extra_env: dict[str, str]) -> dict[str,
             "settled": done,
             "runs": runs_per_deployment(stack),
             "requests": world.ask("requests"),
+            "peak_rss": dict(memory.peaks),
+            "peak_rss_total": memory.total,
         }
 
 
@@ -182,6 +211,21 @@ def main() -> str:
         "| last delivery → every run finished | "
         + " | ".join(_seconds(results[n]["settled"]) for n in names)
         + " |",
+    ]
+    for child in ("gateway", "worker", "prefect-server"):
+        label = "worker and its flow runs" if child == "worker" else child
+        lines.append(
+            f"| peak RSS, {label} | "
+            + " | ".join(f"{results[n]['peak_rss'].get(child, 0) / 2**20:.0f} MB" for n in names)
+            + " |"
+        )
+    lines += [
+        "| peak RSS, whole stack | "
+        + " | ".join(f"{results[n]['peak_rss_total'] / 2**20:.0f} MB" for n in names)
+        + " |",
+        "",
+        "Peak RSS: the largest resident memory seen, sampled every 0.5 s from the burst to the end of its runs "
+        "(a flow run is a process of its own, counted with its worker).",
         "",
     ]
     if baseline["readable"] and best["readable"]:
