@@ -4,6 +4,7 @@ machine cut off."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from uuid import UUID
 
@@ -11,11 +12,20 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import StateType
 from prefect.events.clients import PrefectEventsClient
 from prefect.events.schemas.events import Event, RelatedResource, Resource
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.states import Crashed, Pending, Running, State
 
 from deployments.bootstrap import _retry_interrupted_runs, ensure_lost_run_automations
-from smartplex_sync.models import PROJECT_TAG, WEBHOOK_TAG, Deployment
+from smartplex_sync.models import PROJECT_TAG, WEBHOOK_TAG, WORK_POOL, Deployment
 from tests.support.prefect_stack import PrefectStack
+
+
+async def held_queue(client: PrefectClient) -> str:
+    """A paused queue of the pool: a run set to run again there stays AwaitingRetry instead of being taken
+    by the suite's worker at once (which made these tests fail now and then)."""
+    with contextlib.suppress(ObjectAlreadyExists):
+        await client.create_work_queue("held-by-tests", is_paused=True, work_pool_name=WORK_POOL)
+    return "held-by-tests"
 
 
 def test_runs_cut_off_by_a_stop_are_run_again(prefect_deployments: PrefectStack) -> None:
@@ -34,7 +44,10 @@ def test_runs_cut_off_by_a_stop_are_run_again(prefect_deployments: PrefectStack)
                 (State(type=StateType.CANCELLING, name="Cancelling"), []),
             ):
                 run = await client.create_flow_run_from_deployment(
-                    deployment.id, name=f"cut-off-{state.name}-{len(tags)}", tags=tags
+                    deployment.id,
+                    name=f"cut-off-{state.name}-{len(tags)}",
+                    tags=tags,
+                    work_queue_name=await held_queue(client),
                 )
                 await client.set_flow_run_state(run.id, state, force=True)
                 runs.append(run)
@@ -60,7 +73,9 @@ def test_a_run_killed_with_its_worker_is_retried_even_if_it_reported_its_crash(
     async def scenario() -> tuple[list[str], list[str]]:
         async with PrefectClient(api_url) as client:
             deployment = await client.read_deployment_by_name(Deployment.WEBHOOK_RETENTION.full_name)
-            killed = await client.create_flow_run_from_deployment(deployment.id, name="killed-crashed")
+            killed = await client.create_flow_run_from_deployment(
+                deployment.id, name="killed-crashed", work_queue_name=await held_queue(client)
+            )
             await client.set_flow_run_state(killed.id, Running(), force=True)
             await client.set_flow_run_state(killed.id, Crashed(), force=True)
             elsewhere = await client.create_flow_run_from_deployment(deployment.id, name="another-workers")
