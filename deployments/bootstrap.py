@@ -5,8 +5,8 @@
   needs to know from the settings (data dir, database URL, ports, demo mode);
 - `python -m deployments.bootstrap prefect [--own-server]` (PREFECT_API_URL set): create the work pool,
   `prefect deploy --all`, put back the schedules sync_schedule recorded, create or update the automations
-  that mark runs Crashed whose process vanished, and, on a server of our own, retry the runs the last stop cut off;
-  the image's `deploy` verb runs the same step;
+  that mark runs Crashed whose process vanished, and, on a server of our own, retry the runs the last
+  stop cut off; the image's `deploy` verb runs the same step;
 - `python -m deployments.bootstrap recover [--own-server] [--flow-run ID]…`: the same retry after the
   worker died, before a new one starts.
 """
@@ -83,9 +83,8 @@ async def _restore_schedules(settings: Settings) -> None:
 
 SILENT_RUN_AUTOMATION = "smartplex: crash runs that stopped reporting"
 STUCK_RUN_AUTOMATION = "smartplex: crash runs that never started"
-SILENT_AFTER = timedelta(
-    minutes=2
-)  # four heartbeats (prefect.yaml sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30)
+# Four heartbeats: prefect.yaml sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30.
+SILENT_AFTER = timedelta(minutes=2)
 STUCK_AFTER = timedelta(minutes=5)  # Pending is a process starting: seconds, a minute on a loaded machine
 _FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
 
