@@ -283,7 +283,24 @@ Admin = Annotated[None, Depends(require_admin)]
     summary="Replay a recorded delivery",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=WebhookAccepted,
-    responses={404: {"model": WebhookError}, 409: {"model": WebhookError}},
+    responses={
+        404: {"model": WebhookError},
+        409: {"model": WebhookError},
+        422: {
+            "description": "The stored delivery no longer parses (a `WebhookError`), or the id is not one.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/WebhookError"},
+                            {"$ref": "#/components/schemas/HTTPValidationError"},
+                        ]
+                    }
+                }
+            },
+        },
+        503: _REJECTIONS[503],
+    },
 )
 async def replay(
     webhook_id: Annotated[int, Path(ge=1, le=2**63 - 1)], gateway: GatewayDep, _: Admin
