@@ -106,8 +106,13 @@ def test_runs_whose_process_vanished_are_marked_crashed_and_no_others(
             assert await ensure_lost_run_automations(api_url, short, short) == automations  # updated
             async with PrefectClient(api_url) as client:
                 deployment = await client.read_deployment_by_name(Deployment.WEBHOOK_RETENTION.full_name)
-                silent = await client.create_flow_run_from_deployment(deployment.id, name="went-silent")
-                stuck = await client.create_flow_run_from_deployment(deployment.id, name="never-started")
+                held = await held_queue(client)  # else the suite's worker may run them for real
+                silent = await client.create_flow_run_from_deployment(
+                    deployment.id, name="went-silent", work_queue_name=held
+                )
+                stuck = await client.create_flow_run_from_deployment(
+                    deployment.id, name="never-started", work_queue_name=held
+                )
                 assert PROJECT_TAG in silent.tags
                 flow_id = await client.create_flow_from_name("not-smartplex")
                 theirs = await client._client.post("/flow_runs/", json={"flow_id": str(flow_id), "name": "x"})
