@@ -1,10 +1,11 @@
 """The one-off steps of `make run`, each in a short-lived process, so that the supervisor that stays up
 (`deployments/stack.py`) never imports the settings, SQLAlchemy or Prefect.
 
-- `python -m deployments.bootstrap database`: apply the migrations, then print as JSON what the supervisor
-  needs to know from the settings (data dir, database URL, ports, demo mode);
+- `python -m deployments.bootstrap database`: apply the migrations and write the SmartPlex rows the
+  settings describe, then print as JSON what the supervisor needs to know from the settings (data dir,
+  database URL, ports, demo mode);
 - `python -m deployments.bootstrap prefect [--own-server]` (PREFECT_API_URL set): create the work pool,
-  `prefect deploy --all`, put back the schedules sync_schedule recorded, create or update the automations
+  `prefect deploy --all`, make the schedules of sync_schedule's rows, create or update the automations
   that mark runs Crashed whose process vanished, and, on a server of our own, retry the runs the last
   stop cut off; the image's `deploy` verb runs the same step;
 - `python -m deployments.bootstrap recover [--own-server] [--flow-run ID]…`: the same retry after the
@@ -30,6 +31,7 @@ from smartplex_sync.migrate import migrate
 from smartplex_sync.models import PROJECT_TAG, WEBHOOK_TAG, WORK_POOL
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine
+from smartplex_sync.store.accounts import configure
 
 log = logging.getLogger("smartplex.run")
 
@@ -48,8 +50,11 @@ def plan(settings: Settings) -> dict[str, Any]:
 
 
 def prepare_database(settings: Settings) -> None:
-    applied = migrate(get_engine(settings.sqlalchemy_url))
+    engine = get_engine(settings.sqlalchemy_url)
+    applied = migrate(engine)
     log.info("database %s: %s", settings.sqlalchemy_url, f"applied {applied}" if applied else "up to date")
+    if configured := configure(engine, settings):
+        log.info("settings: user %s, Plex server %s", settings.owner_email, configured.server_id or "none")
 
 
 def _prefect_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -63,20 +68,20 @@ def prepare_prefect(settings: Settings, own_server: bool) -> None:
     deployed = _prefect_cli("--no-prompt", "deploy", "--all", check=False)
     if deployed.returncode != 0:
         raise RuntimeError(f"prefect deploy --all failed:\n{deployed.stdout}\n{deployed.stderr}")
-    asyncio.run(_restore_schedules(settings))
+    asyncio.run(_mirror_schedules(settings))
     asyncio.run(ensure_lost_run_automations(settings.prefect_api))
     if own_server:  # no other worker can be running its runs
         asyncio.run(_retry_interrupted_runs(settings.prefect_api)).log("by the last stop")
 
 
-async def _restore_schedules(settings: Settings) -> None:
-    """Deploying resets schedules to prefect.yaml's; put back what sync_schedule recorded."""
+async def _mirror_schedules(settings: Settings) -> None:
+    """Each sync_schedule row's schedule, made now rather than at the gateway's first mirror pass."""
     from prefect.client.orchestration import PrefectClient
 
     from smartplex_sync.schedule_mirror import mirror_once
 
     async with PrefectClient(settings.prefect_api) as client:
-        report = await mirror_once(get_engine(settings.sqlalchemy_url), client, restore=True)
+        report = await mirror_once(get_engine(settings.sqlalchemy_url), client)
     for line in report.lines():
         log.info("schedule %s", line)
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -42,10 +43,17 @@ def _point_prefect_at_the_stack(ctx: typer.Context) -> None:
 
 @app.command()
 def migrate() -> None:
-    """Apply the numbered SQL files in migrations/ to the configured database (a no-op when up to date)."""
+    """Bring the configured database to the shape SmartPlex Sync needs (migrations/*.sql; SmartPlex's tables
+    are added to, never changed), then create or update the rows the SMARTPLEX_* settings describe."""
+    from smartplex_sync.store.accounts import configure
+
     settings = get_settings()
-    applied = apply_migrations(get_engine(settings.sqlalchemy_url))
+    engine = get_engine(settings.sqlalchemy_url)
+    applied = apply_migrations(engine)
     typer.echo(f"applied {', '.join(applied)}" if applied else "database is up to date")
+    if configured := configure(engine, settings):
+        server = f", Plex server {configured.server_id}" if configured.server_id else ""
+        typer.echo(f"settings: user {settings.owner_email} ({configured.user_id}){server}")
 
 
 @app.command()
@@ -83,26 +91,16 @@ def schedules(ctx: typer.Context) -> None:
 
 
 @schedules_app.command("apply")
-def schedules_apply(
-    restore: Annotated[
-        bool,
-        typer.Option(
-            "--restore",
-            help="Right after `prefect deploy`, which resets schedules to prefect.yaml's: push the table's.",
-        ),
-    ] = False,
-) -> None:
-    """Carry sync_schedule edits (enabled, interval_hours) over to Prefect; where both sides changed, the
-    table wins. Changes made only in Prefect are copied into the table."""
+def schedules_apply() -> None:
+    """Carry sync_schedule edits (enabled, interval_hours) over to Prefect now; where both sides changed,
+    the table wins. Changes made only in Prefect are copied into the table."""
     from prefect.client.orchestration import get_client
 
     from smartplex_sync.schedule_mirror import mirror_once
 
     async def apply() -> bool:
         async with get_client() as client:
-            report = await mirror_once(
-                get_engine(get_settings().sqlalchemy_url), client, prefer_table=True, restore=restore
-            )
+            report = await mirror_once(get_engine(get_settings().sqlalchemy_url), client, prefer_table=True)
         for line in report.lines():
             typer.echo(line)
         return report.ok
@@ -117,21 +115,32 @@ def sync(
     full: Annotated[
         bool, typer.Option("--full", help="Plex: full instead of incremental; Tautulli: all history.")
     ] = False,
+    server: Annotated[
+        list[str] | None,
+        typer.Option("--server", help="A Plex server (its name or id in SmartPlex's servers); default: all."),
+    ] = None,
 ) -> None:
-    """Start a sync run now, without touching its schedule; prints the flow run and where to watch it."""
+    """Start a sync run now, without touching any schedule; prints the flow run and where to watch it."""
     from prefect.client.orchestration import get_client
     from prefect.utilities.urls import url_for
 
-    from deployments.operations import start_sync, sync_parameters
+    from deployments.operations import start_sync
+    from smartplex_sync.store.accounts import plex_servers
+
+    with get_engine(get_settings().sqlalchemy_url).connect() as conn:
+        known = plex_servers(conn)
+    chosen = [s for s in known if not server or s.name in server or str(s.id) in server]
+    if not chosen:
+        typer.echo("no such Plex server in SmartPlex's servers" if server else "no Plex server yet", err=True)
+        raise typer.Exit(1)
 
     async def start() -> str:
         async with get_client() as client:
-            return str((await start_sync(client, service, full)).id)
+            return str((await start_sync(client, service, full, [s.id for s in chosen])).id)
 
     run_id = asyncio.run(start())
-    typer.echo(
-        f"started {SCHEDULED_SERVICES[service].value} {sync_parameters(service, full)}: flow run {run_id}"
-    )
+    names = ", ".join(s.name for s in chosen)
+    typer.echo(f"started {SCHEDULED_SERVICES[service].value} ({'full' if full else 'default'}) of {names}: flow run {run_id}")
     typer.echo(url_for("flow-run", run_id) or "(set PREFECT_UI_URL to get a link)")
 
 
@@ -198,21 +207,21 @@ def format_deliveries(rows: list[dict[str, Any]]) -> list[str]:
     header = ("id", "received (UTC)", "source", "event", "action", "http", "state", "error")
     lines: list[tuple[str, ...]] = [header]
     for row in rows:
-        if row["http_status"] >= 400:
+        if (row["http_status"] or 0) >= 400:
             state = "rejected"
         elif row["processed"]:
-            state = "dispatched" if row["flow_run_ids"] or row["flow_run_id"] else "done"
+            state = "dispatched" if row["flow_run_ids"] else "done"
         else:
             state = "pending"
         error = (row["error_message"] or "").replace("\n", " ")
         lines.append(
             (
-                str(row["id"]),
+                str(row["id"])[:8],
                 _when(row["received_at"]),
                 row["source"],
                 row["event_type"][:30],
-                row["action"][:40],
-                str(row["http_status"]),
+                (row["action"] or "-")[:40],
+                str(row["http_status"] or "-"),
                 state,
                 error[:80] + ("…" if len(error) > 80 else ""),
             )
@@ -241,19 +250,31 @@ def webhooks_ls(
         typer.echo(line)
 
 
+def _delivery_id(engine: Any, text: str) -> uuid.UUID:
+    """A delivery's id from the command line: whole, or the first characters `webhooks ls` shows."""
+    from smartplex_sync.store import webhooks
+
+    found = webhooks.resolve_id(engine, text)
+    if found is None:
+        typer.echo(f"no webhook {text} (give its id, or at least 4 first characters naming one)", err=True)
+        raise typer.Exit(1)
+    return found
+
+
 @webhooks_app.command("show")
-def webhooks_show(webhook_id: Annotated[int, typer.Argument(help="The webhook_log id.")]) -> None:
+def webhooks_show(webhook_id: Annotated[str, typer.Argument(help="The webhook_log id (or its first characters).")]) -> None:
     """One delivery in full: its fields, the runs it asked for and its stored payload, secrets hidden."""
     from smartplex_sync.redact import redact
     from smartplex_sync.store import webhooks
 
     settings = get_settings()
     engine = get_engine(settings.sqlalchemy_url)
-    row = webhooks.get(engine, webhook_id)
+    found = _delivery_id(engine, webhook_id)
+    row = webhooks.get(engine, found)
     if row is None:
         typer.echo(f"no webhook {webhook_id}", err=True)
         raise typer.Exit(1)
-    row = redact({**row, "flow_run_ids": webhooks.flow_runs_of(engine, webhook_id)}, settings.secret_values())
+    row = redact({**row, "flow_run_ids": webhooks.flow_runs_of(engine, found)}, settings.secret_values())
     payload, requests = row.pop("payload"), row.pop("sync_requests")
     for name, value in row.items():
         if isinstance(value, datetime):
@@ -271,7 +292,7 @@ def webhooks_show(webhook_id: Annotated[int, typer.Argument(help="The webhook_lo
 
 @webhooks_app.command("replay")
 def webhooks_replay(
-    webhook_id: Annotated[int | None, typer.Argument(help="The webhook_log id to replay.")] = None,
+    webhook_id: Annotated[str | None, typer.Argument(help="The webhook_log id (or its first characters).")] = None,
     failed: FailedOption = False,
     since: SinceOption = None,
 ) -> None:
@@ -293,15 +314,20 @@ def webhooks_replay(
     engine = get_engine(settings.sqlalchemy_url)
     scan_grace = timedelta(seconds=settings.plex_scan_grace_seconds)
     if webhook_id is not None:
+        found = _delivery_id(engine, webhook_id)
         try:
-            replayed = replay(engine, webhook_id, scan_grace)
+            replayed = replay(engine, found, scan_grace)
         except PayloadError as refused:
-            typer.echo(
-                f"webhook {webhook_id} not replayed ({refused.status_code}): {refused.message}", err=True
-            )
+            typer.echo(f"webhook {found} not replayed ({refused.status_code}): {refused.message}", err=True)
             raise typer.Exit(1) from None
+        if (error := replayed.recorded.error) is not None:
+            typer.echo(
+                f"webhook {found} → webhook {replayed.recorded.row_id}, rejected ({error.status_code}): {error.message}",
+                err=True,
+            )
+            raise typer.Exit(1)
         typer.echo(
-            f"webhook {webhook_id} → webhook {replayed.row_id}: {replayed.parsed.action_label} ({replayed.note})"
+            f"webhook {found} → webhook {replayed.recorded.row_id}: {replayed.parsed.action_label} ({replayed.note})"
         )
         return
     counts = {"replayed": 0, "still rejected": 0, "skipped": 0}
@@ -316,6 +342,10 @@ def webhooks_replay(
             counts["skipped" if refused.status_code == 409 else "still rejected"] += 1
             typer.echo(f"webhook {row['id']} not replayed ({refused.status_code}): {refused.message}")
             continue
+        if (error := replayed.recorded.error) is not None:
+            counts["still rejected"] += 1
+            typer.echo(f"webhook {row['id']} still rejected ({error.status_code}): {error.message}")
+            continue
         counts["replayed"] += 1
-        typer.echo(f"webhook {row['id']} → webhook {replayed.row_id}: {replayed.parsed.action_label}")
+        typer.echo(f"webhook {row['id']} → webhook {replayed.recorded.row_id}: {replayed.parsed.action_label}")
     typer.echo(", ".join(f"{count} {what}" for what, count in counts.items()))

@@ -6,9 +6,9 @@ Formatting and parameter choices are pure functions; the gathering functions do 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,16 +22,10 @@ from sqlalchemy.engine import make_url
 from smartplex_sync.errors import ConfigurationError, ServiceError
 from smartplex_sync.migrate import pending
 from smartplex_sync.models import SCHEDULED_SERVICES, WORK_POOL, Deployment, Source
-from smartplex_sync.requests import (
-    DEFAULT_HISTORY_DAYS,
-    PARAMETERS,
-    PlexLibrarySync,
-    SyncParameters,
-    TautulliSync,
-)
-from smartplex_sync.schedule_mirror import PREFECT_YAML, load_defaults, read_history, read_prefect_side
+from smartplex_sync.requests import DEFAULT_HISTORY_DAYS, PARAMETERS, PlexScope, Scope, TautulliScope
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import utcnow, webhooks
+from smartplex_sync.store.accounts import Integration, PlexServer, integration_rows, plex_servers, user_emails
 from smartplex_sync.store.schedules import read_schedules
 
 if TYPE_CHECKING:
@@ -79,39 +73,28 @@ def align(rows: Sequence[Sequence[str]]) -> list[str]:
 
 @dataclass(frozen=True)
 class ScheduleView:
-    """One deployment, as the table and as Prefect have it. `table_*` None: no sync_schedule row."""
+    """One sync_schedule row, as the table and as Prefect have it."""
 
+    service: str
+    owner: str  # the user's email, or "every server" (SmartPlex's global table)
     deployment: str
-    service: str | None
-    table_hours: int | None
-    table_enabled: bool | None
+    table_hours: int
+    table_enabled: bool
     deployed: bool
-    prefect_seconds: float | None
-    prefect_active: bool | None
+    prefect_seconds: float | None  # None: no schedule (or not an interval)
+    prefect_active: bool | None  # None: no schedule under the row's slug
     next_run_at: datetime | None
     last_run_at: datetime | None
     last_status: str | None
 
 
-SCHEDULE_HEADER = (
-    "service",
-    "deployment",
-    "table",
-    "prefect",
-    "next run",
-    "last run",
-    "status",
-)
+SCHEDULE_HEADER = ("service", "owner", "deployment", "table", "prefect", "next run", "last run", "status")
 
 
 def format_schedules(views: Sequence[ScheduleView]) -> list[str]:
     rows = [SCHEDULE_HEADER]
     for view in views:
-        table = (
-            f"{view.table_hours}h {format_flag(view.table_enabled, 'on', 'off')}"
-            if view.table_hours is not None
-            else "-"
-        )
+        table = f"{view.table_hours}h {format_flag(view.table_enabled, 'on', 'off')}"
         if not view.deployed:
             prefect = "not deployed"
         elif view.prefect_active is None:
@@ -120,7 +103,8 @@ def format_schedules(views: Sequence[ScheduleView]) -> list[str]:
             prefect = f"{format_interval(view.prefect_seconds)} {format_flag(view.prefect_active, 'active', 'paused')}"
         rows.append(
             (
-                view.service or "-",
+                view.service,
+                view.owner,
                 view.deployment,
                 table,
                 prefect,
@@ -133,36 +117,39 @@ def format_schedules(views: Sequence[ScheduleView]) -> list[str]:
 
 
 async def gather_schedule_views(engine: Engine, client: PrefectClient) -> list[ScheduleView]:
-    """Every deployment of prefect.yaml with its sync_schedule row (if any) and its state in Prefect."""
+    """Every sync_schedule row with its schedule in Prefect (by the row's slug)."""
     from prefect.exceptions import ObjectNotFound
 
-    rows = {r.deployment: r for r in await asyncio.to_thread(read_schedules, engine)}
-    defaults = load_defaults(PREFECT_YAML.read_text())
-    views = []
-    for deployment in Deployment:
-        row = rows.get(deployment.value)
-        default = defaults.get(deployment.value)
-        table = (row.interval_hours, row.enabled) if row else (None, None)
+    rows = await asyncio.to_thread(read_schedules, engine)
+    with engine.connect() as conn:
+        emails = user_emails(conn, [row.user_id for row in rows if row.user_id])
+    schedules: dict[Deployment, dict[str, Any] | None] = {}
+    for deployment in sorted(set(SCHEDULED_SERVICES.values())):
         try:
-            side = await read_prefect_side(client, deployment, default.slug if default else None)
+            found = await client.read_deployment_by_name(deployment.full_name)
         except ObjectNotFound:
-            views.append(
-                ScheduleView(deployment.value, row.service if row else None, *table, False, *(None,) * 5)
-            )
+            schedules[deployment] = None
             continue
-        history = await read_history(client, side.deployment_id)
+        schedules[deployment] = {s.slug: s for s in found.schedules if s.slug}
+    views = []
+    for row in rows:
+        deployment = SCHEDULED_SERVICES[Source(row.service)]
+        by_slug = schedules[deployment]
+        schedule = by_slug.get(row.slug) if by_slug is not None else None
+        interval = getattr(schedule.schedule, "interval", None) if schedule else None
         views.append(
             ScheduleView(
+                service=row.service,
+                owner=emails.get(row.user_id, str(row.user_id)) if row.user_id else "every server",
                 deployment=deployment.value,
-                service=row.service if row else None,
-                table_hours=table[0],
-                table_enabled=table[1],
-                deployed=True,
-                prefect_seconds=side.interval_seconds,
-                prefect_active=side.active if side.schedule else None,
-                next_run_at=history.next_run_at,
-                last_run_at=history.last_run_at,
-                last_status=history.last_status,
+                table_hours=row.interval_hours,
+                table_enabled=row.enabled,
+                deployed=by_slug is not None,
+                prefect_seconds=interval.total_seconds() if interval else None,
+                prefect_active=schedule.active if schedule else None,
+                next_run_at=row.next_run_at,
+                last_run_at=row.last_run_at,
+                last_status=row.last_status,
             )
         )
     return views
@@ -171,23 +158,27 @@ async def gather_schedule_views(engine: Engine, client: PrefectClient) -> list[S
 # ------------------------------------------------------------------------------------------------- sync
 
 
-def sync_parameters(service: Source, full: bool) -> dict[str, Any]:
-    """Parameters of a run started by hand. The Sonarr, Radarr and Overseerr syncs are always full."""
-    request: SyncParameters
+def sync_parameters(service: Source, full: bool, server_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
+    """Parameters of a run started by hand, on these servers. The Sonarr, Radarr and Overseerr syncs are
+    always full."""
+    deployment = SCHEDULED_SERVICES[service]
+    scope: Scope
     if service is Source.PLEX:
-        request = PlexLibrarySync(mode="full" if full else "incremental")
+        scope = PlexScope(mode="full" if full else "incremental")
     elif service is Source.TAUTULLI:
-        request = TautulliSync(days=TAUTULLI_ALL_HISTORY if full else DEFAULT_HISTORY_DAYS)
+        scope = TautulliScope(days=TAUTULLI_ALL_HISTORY if full else DEFAULT_HISTORY_DAYS)
     else:
-        request = PARAMETERS[SCHEDULED_SERVICES[service]]()
-    return {"request": request.to_json()}
+        scope = PARAMETERS[deployment].SCOPE.everything()
+    return {"request": PARAMETERS[deployment].on(server_ids, scope).to_json(), "trigger": "manual"}
 
 
-async def start_sync(client: PrefectClient, service: Source, full: bool) -> FlowRun:
-    """A flow run of the service's deployment, due now. The deployment's schedule is not touched."""
+async def start_sync(
+    client: PrefectClient, service: Source, full: bool, server_ids: Sequence[uuid.UUID]
+) -> FlowRun:
+    """A flow run of the service's deployment, due now. No schedule is touched."""
     deployment = await client.read_deployment_by_name(SCHEDULED_SERVICES[service].full_name)
     return await client.create_flow_run_from_deployment(
-        deployment.id, parameters=sync_parameters(service, full), tags=["manual"]
+        deployment.id, parameters=sync_parameters(service, full, server_ids), tags=["manual"]
     )
 
 
@@ -242,39 +233,27 @@ def check_prefect_health(api_url: str | None) -> Check:
     )
 
 
-def deployment_check(
-    deployment: Deployment, deployed: bool, seconds: float | None, active: bool | None
-) -> Check:
+def deployment_check(deployment: Deployment, deployed: bool, schedules: int) -> Check:
     if not deployed:
         return Check(
             False,
             f"deployment {deployment.full_name} missing",
             "run `prefect --no-prompt deploy --all` from the repository root",
         )
-    if active is None:
-        return Check(
-            False,
-            f"deployment {deployment.value} has no schedule",
-            "run `smartplex-sync schedules apply`, or deploy again to restore prefect.yaml's",
-        )
-    state = "active" if active else "paused"
-    return Check(True, f"deployment {deployment.value}: schedule every {format_interval(seconds)}, {state}")
+    return Check(True, f"deployment {deployment.value}: {schedules} schedule(s)")
 
 
 async def check_deployments(client: PrefectClient) -> list[Check]:
     from prefect.exceptions import ObjectNotFound
 
-    defaults = load_defaults(PREFECT_YAML.read_text())
     checks = []
     for deployment in Deployment:
-        default = defaults.get(deployment.value)
         try:
-            side = await read_prefect_side(client, deployment, default.slug if default else None)
+            found = await client.read_deployment_by_name(deployment.full_name)
         except ObjectNotFound:
-            checks.append(deployment_check(deployment, False, None, None))
+            checks.append(deployment_check(deployment, False, 0))
             continue
-        active = side.active if side.schedule else None
-        checks.append(deployment_check(deployment, True, side.interval_seconds, active))
+        checks.append(deployment_check(deployment, True, len(found.schedules)))
     return checks
 
 
@@ -339,48 +318,54 @@ def check_prefect_database() -> Check | None:
     return prefect_database_check(url, database.host, database.port)
 
 
-# (service, module, class): the clients each service's sync uses; `check()` proves URL and key.
-SERVICE_CLIENTS = (
-    (Source.PLEX, "flows.clients.plex", "PlexClient"),
-    (Source.TAUTULLI, "flows.clients.tautulli", "TautulliClient"),
-    (Source.SONARR, "flows.clients.sonarr", "SonarrClient"),
-    (Source.RADARR, "flows.clients.radarr", "RadarrClient"),
-    (Source.OVERSEERR, "flows.clients.overseerr", "OverseerrClient"),
-)
-
-
-def check_service(service: Source, settings: Settings, client_factory: Callable[[Settings], Any]) -> Check:
-    """Build the client from settings and call its `check()`, which proves the URL and the key."""
+def check_service(label: str, connect: Callable[[], Any], fix_url: str) -> Check:
+    """Build a client and call its `check()`, which proves the URL and the key or token."""
     try:
-        with client_factory(settings) as client:
-            return Check(True, f"{service.value}: {client.check()}")
+        with connect() as client:
+            return Check(True, f"{label}: {client.check()}")
     except ConfigurationError as exc:
-        return Check(False, f"{service.value}: {exc}", "set the SMARTPLEX_* variable it names")
+        return Check(False, f"{label}: {exc}", "complete the row in SmartPlex (or the SMARTPLEX_* setting)")
     except ServiceError as exc:
-        fix = (
-            "check the API key / token"
-            if exc.status_code in (401, 403)
-            else f"check SMARTPLEX_{service.value.upper()}_URL and that {service.value} is running"
+        fix = "check the API key / token" if exc.status_code in (401, 403) else fix_url
+        return Check(False, f"{label}: {exc}", fix)
+
+
+def _integration_client(integration: Integration, settings: Settings) -> Any:
+    from flows.clients.overseerr import OverseerrClient
+    from flows.clients.radarr import RadarrClient
+    from flows.clients.sonarr import SonarrClient
+    from flows.clients.tautulli import TautulliClient
+
+    clients = {"tautulli": TautulliClient, "sonarr": SonarrClient, "radarr": RadarrClient, "overseerr": OverseerrClient}
+    return clients[integration.service].for_integration(integration, settings)
+
+
+def check_services(settings: Settings, engine: Engine) -> list[Check]:
+    """One check per Plex server and per active Tautulli, Sonarr, Radarr and Overseerr integration in
+    SmartPlex's tables (the environment's included)."""
+    from flows.clients.plex import PlexClient
+
+    with engine.connect() as conn:
+        servers: list[PlexServer] = plex_servers(conn)
+        integrations = integration_rows(conn)
+    if not servers:
+        return [Check(None, "no Plex server in SmartPlex's servers (set SMARTPLEX_PLEX_URL, or add one in SmartPlex)")]
+    checks = [
+        check_service(
+            f"plex {server.name!r}",
+            lambda server=server: PlexClient.for_server(server, settings),  # type: ignore[misc]
+            f"check the server's URL ({server.url}) and that Plex is running",
         )
-        return Check(False, str(exc), fix)
-
-
-def check_services(settings: Settings) -> list[Check]:
-    """One check per service; services without a URL are skipped (webhooks-only setups are fine)."""
-    checks = []
-    for service, module, name in SERVICE_CLIENTS:
-        if getattr(settings, f"{service.value}_url") is None:
-            variable = f"SMARTPLEX_{service.value.upper()}_URL"
-            checks.append(Check(None, f"{service.value}: not configured ({variable} unset), skipped"))
-            continue
-        try:
-            factory = getattr(importlib.import_module(module), name).from_settings
-        except (ImportError, AttributeError) as exc:
-            checks.append(
-                Check(False, f"{service.value}: client unavailable ({exc})", "reinstall smartplex-sync")
-            )
-            continue
-        checks.append(check_service(service, settings, factory))
+        for server in servers
+    ]
+    checks += [
+        check_service(
+            f"{integration.service} {integration.name!r}",
+            lambda integration=integration: _integration_client(integration, settings),  # type: ignore[misc]
+            f"check the integration's URL ({integration.url}) and that {integration.service} is running",
+        )
+        for integration in integrations
+    ]
     return checks
 
 
@@ -482,7 +467,8 @@ async def run_doctor(settings: Settings, engine: Engine, api_url: str | None) ->
         async with get_client() as client:
             checks.extend(await check_deployments(client))
             checks.append(await check_worker(client, WORK_POOL))
-    checks.extend(await asyncio.to_thread(check_services, settings))
+    if checks[0].ok:
+        checks.extend(await asyncio.to_thread(check_services, settings, engine))
     if checks[0].ok:
         now = utcnow()
         found = await asyncio.to_thread(last_webhooks, engine)

@@ -99,6 +99,15 @@ class Stack:
         plan: dict[str, Any] = json.loads(self.bootstrap("database"))
         self.data_dir = Path(plan["data_dir"])
         self.state = StateFile(self.data_dir / "stack.json")
+        ours = {"SMARTPLEX_DATA_DIR": str(self.data_dir), "SMARTPLEX_DATABASE_URL": plan["database_url"]}
+        demo_env: dict[str, str] = {}
+        if plan["demo"]:
+            port = str(free_port())  # fixed for the life of the stack: a restarted demo keeps its URLs
+            args = [sys.executable, "-m", "simulators.demo", "--port", port]
+            demo = self.add("demo-services", args, {**os.environ, **ours})
+            demo_env = self.wait_for_demo(demo)
+            self.bootstrap("database", env={**os.environ, **ours, **demo_env})  # Alice's rows, from demo.env
+            log.warning("DEMO MODE: no SMARTPLEX_PLEX_URL set; syncing two simulated Plex servers (Alice's, Bob's)")
 
         api_url = plan["prefect_api_url"]
         self.own_server = own_server = not api_url
@@ -114,16 +123,9 @@ class Stack:
 
         env = prefect_env(api_url)
         env["PWD"] = str(REPO_ROOT)  # prefect.yaml's pull step runs flows from here
-        env["SMARTPLEX_DATA_DIR"] = str(self.data_dir)
-        env["SMARTPLEX_DATABASE_URL"] = plan["database_url"]
+        env.update(ours, **demo_env)
         self.prefect_env = env
         self.bootstrap("prefect", *(["--own-server"] if own_server else []), env=env, cwd=REPO_ROOT)
-
-        if plan["demo"]:
-            port = str(free_port())  # fixed for the life of the stack: a restarted demo keeps its URLs
-            demo = self.add("demo-services", [sys.executable, "-m", "simulators.demo", "--port", port], env)
-            env.update(self.wait_for_demo(demo))
-            log.warning("DEMO MODE: no SMARTPLEX_PLEX_URL set; syncing against simulated Plex and Tautulli")
 
         worker = [str(VENV_BIN / "prefect"), "worker", "start", "--pool", plan["work_pool"]]
         self.add(WORKER, worker, tuned(env, WORKER_TUNING))

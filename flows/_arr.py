@@ -1,155 +1,85 @@
-"""Pieces the sonarr-sync, radarr-sync and overseerr-sync flows share: the run report (a Prefect table
-artifact), a logger that also works when a flow is called through `.fn()`, and the arr store step."""
+"""The body of `sonarr-sync` and `radarr-sync`: per server, the arr's items → `arr_items`, then their ids
+onto `media_items` (`link_arr_ids`).
+
+Fed by Download webhooks, a server's scope holds the items they named and the arr is not called (no
+integration needed). Scheduled (items None), the whole list is read through the integration that serves
+the server (SmartPlex's `integrations`), once per integration however many servers it serves, and the
+items the arr no longer has are dropped (their media_items lose the stale id).
+"""
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
+from sqlalchemy import Engine
 
-from smartplex_sync.settings import Settings, get_settings
-from smartplex_sync.store import get_engine, utcnow
-from smartplex_sync.store.arr import (
-    ArrItem,
-    ArrService,
-    Coverage,
-    coverage,
-    link_arr_ids,
-    remove_arr_items_except,
-    upsert_arr_items,
-)
+from flows._runs import Part, SyncRun, run_logger
+from smartplex_sync.models import ArrItem, ArrService
+from smartplex_sync.requests import RadarrSync, SonarrSync, Trigger
+from smartplex_sync.settings import get_settings
+from smartplex_sync.store import utcnow
+from smartplex_sync.store.accounts import Integration, integration_for
+from smartplex_sync.store.arr import coverage, link_arr_ids, remove_arr_items_except, upsert_arr_items
+from smartplex_sync.store.events import Counts
 
 SHOWN_UNMATCHED = 20
 
 
-def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The flow run's logger, or a plain one outside a run (a flow called with `.fn()`)."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("smartplex_sync.flows")
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """What one run did; `matched`/`unmatched` are about the items this run received."""
-
-    flow: str
-    source: str  # "webhook" or the API endpoint read
-    received: int
-    matched: int
-    unmatched: int
-    updated: int
-    requests_made: int
-    seconds: float
-    unmatched_titles: list[str] = field(default_factory=list)
-    notes: dict[str, int] = field(default_factory=dict)
-    updated_label: str = "media_items updated"
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The artifact table: one metric per row."""
-        rows: list[dict[str, Any]] = [
-            {"metric": "source", "value": self.source},
-            {"metric": "received", "value": self.received},
-            {"metric": "matched in library", "value": self.matched},
-            {"metric": "not in library", "value": self.unmatched},
-            {"metric": self.updated_label, "value": self.updated},
-            *({"metric": name, "value": value} for name, value in self.notes.items()),
-            {"metric": "requests made", "value": self.requests_made},
-            {"metric": "seconds", "value": round(self.seconds, 2)},
-        ]
-        if self.unmatched_titles:
-            shown = ", ".join(self.unmatched_titles[:SHOWN_UNMATCHED])
-            more = len(self.unmatched_titles) - SHOWN_UNMATCHED
-            rows.append(
-                {"metric": "not in library (titles)", "value": shown + (f" … +{more}" if more > 0 else "")}
-            )
-        return rows
-
-    def summary(self) -> str:
-        return (
-            f"{self.flow}: {self.received} from {self.source}, {self.matched} matched, "
-            f"{self.unmatched} not in library, {self.updated} {self.updated_label}, "
-            f"{self.requests_made} requests, {self.seconds:.1f}s"
-        )
-
-
-@task(cache_policy=NO_CACHE)
-def publish_report(report: RunReport) -> None:
-    create_table_artifact(key=report.flow, table=report.rows(), description=report.summary())
-    run_logger().info(report.summary())
-
-
-@dataclass(frozen=True)
-class Stored:
-    updated: int  # media_items rows whose arr id changed
-    coverage: Coverage
-    removed: int  # arr_items dropped because the service no longer has them (full runs only)
-
-
-@task(cache_policy=NO_CACHE)
-def store_and_link(database_url: str, service: ArrService, items: list[ArrItem], full: bool) -> Stored:
-    """Upsert `items` (on a full run also drop the rest) and link, in one transaction."""
-    with get_engine(database_url).begin() as conn:
-        upsert_arr_items(conn, items, utcnow())
-        removed = remove_arr_items_except(conn, service, [i.arr_id for i in items]) if full else 0
-        updated = link_arr_ids(conn)
-        report = coverage(conn, service, items)
-    run_logger().info(
-        "%s: %d stored, %d removed, %d media_items updated", service, len(items), removed, updated
-    )
-    return Stored(updated, report, removed)
-
-
-def finish(
-    flow_name: str, source: str, items: list[ArrItem], stored: Stored, requests_made: int, started: float
-) -> RunReport:
-    """Build, publish and return the run's report."""
-    report = RunReport(
-        flow=flow_name,
-        source=source,
+def store_and_link(engine: Engine, part: Part, service: ArrService, items: list[ArrItem], full: bool) -> None:
+    """Upsert `items` on the part's server (on a full run also drop the rest) and link, in one
+    transaction; what it did goes on the part."""
+    server = part.server
+    with engine.begin() as conn:
+        upsert_arr_items(conn, server.id, items, utcnow())
+        removed = remove_arr_items_except(conn, server.id, service, [i.arr_id for i in items]) if full else 0
+        updated = link_arr_ids(conn, server.id)
+        found = coverage(conn, server.id, service, items)
+    unmatched = [item.title for item in found.unmatched]
+    shown = ", ".join(unmatched[:SHOWN_UNMATCHED]) + (f" … +{len(unmatched) - SHOWN_UNMATCHED}" if len(unmatched) > SHOWN_UNMATCHED else "")
+    part.counts = Counts(discovered=len(items), updated=updated, removed=removed)
+    part.details.update(
         received=len(items),
-        matched=len(stored.coverage.matched),
-        unmatched=len(stored.coverage.unmatched),
-        updated=stored.updated,
-        requests_made=requests_made,
-        seconds=time.monotonic() - started,
-        unmatched_titles=[i.title for i in stored.coverage.unmatched],
-        notes={
-            "removed (gone from the service)": stored.removed,
-            "library rows unknown to the service": stored.coverage.library_unlinked,
-        },
+        matched=len(found.matched),
+        unmatched=len(found.unmatched),
+        media_items_updated=updated,
+        removed=removed,
+        library_unlinked=found.library_unlinked,
     )
-    publish_report(report)
-    return report
+    part.rows = [{**part.details, "not in library": shown}]
+    run_logger().info(
+        "%s on %s: %d stored, %d removed, %d media_items updated", service, server.name, len(items), removed, updated
+    )
 
 
 def sync_arr(
     service: ArrService,
-    noun: str,
-    from_webhook: list[ArrItem] | None,
-    connect: Callable[[Settings], Any],
-    fetch: Callable[[Any], list[ArrItem]],
+    request: SonarrSync | RadarrSync,
+    trigger: Trigger,
+    read: Callable[[Integration], tuple[list[ArrItem], int]],
     endpoint: str,
-) -> RunReport:
-    """The body of sonarr-sync and radarr-sync: the webhooks' items as they are (the service is not
-    called), or (None) everything `fetch` reads through the client `connect` makes; then store and link."""
-    started = time.monotonic()
+) -> dict[str, Any]:
+    """Each server's part (see the module docstring); `read` lists everything an integration's arr has
+    and counts the requests it made."""
     settings = get_settings()
-    if from_webhook is not None:
-        items, requests_made, source = from_webhook, 0, "webhook"
-        run_logger().info("%d %s from a webhook; %s is not called", len(items), noun, service.capitalize())
-    else:
-        run_logger().info("full sync: reading every %s from %s", noun, service.capitalize())
-        with connect(settings) as client:
-            items = fetch(client)
-            requests_made, source = client.requests_made, endpoint
-    stored = store_and_link(settings.sqlalchemy_url, service, items, full=from_webhook is None)
-    return finish(f"{service}-sync", source, items, stored, requests_made, started)
+    run = SyncRun(f"{service}-sync", service, trigger, settings)
+    catalogues: dict[Any, tuple[list[ArrItem], int]] = {}
+    for server in run.servers(request):
+        scope = request.scope_for(server.id)
+        with run.engine.connect() as conn:
+            integration = integration_for(conn, service, server)
+        if scope.items is None and integration is None:
+            run.skip(server, f"no active {service.capitalize()} integration serves this server")
+            continue
+        source = "webhook" if scope.items is not None else endpoint
+        with run.part(server, integration, source=source) as part:
+            if scope.items is not None:
+                items, requests = scope.items, 0
+            else:
+                assert integration is not None
+                if integration.id not in catalogues:
+                    catalogues[integration.id] = read(integration)
+                items, requests = catalogues[integration.id]
+            part.details["requests"] = requests
+            store_and_link(run.engine, part, service, items, full=scope.items is None)
+    return run.finish()

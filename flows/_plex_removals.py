@@ -1,18 +1,18 @@
 """Targeted deletion checks: Sonarr or Radarr says it deleted something, so find the rows of what it
-names, ask Plex whether it still has each one, and remove exactly the rows Plex no longer has.
+names on one server, ask that server's Plex whether it still has each one, and act on its answer only.
 
-The guard: only Plex's own word removes a row. Plex answers `/library/metadata/{k1},{k2},...` with the
+The guard: only Plex's own word changes a row. Plex answers `/library/metadata/{k1},{k2},...` with the
 items it has and 404 when it has none of them, so
-- a 404 for a batch is a definite "not found" for every key in it;
+- a 404 for a batch is a definite "not found" for every key in it: those rows are removed;
 - a 200 that leaves keys out is asked again for just those keys, until the answer is a 404 or lists them;
 - an item Plex still lists but keeps in its trash (`deletedAt`, or every part neither `exists` nor
-  `accessible`) counts as gone: it is unavailable, and SmartPlex must never offer it for cleanup;
+  `accessible`) is unavailable: its row stays, not `accessible` (SmartPlex's `inaccessible_files`), until
+  Plex empties its trash and answers 404;
 - an error, a timeout or a 200 without items decides nothing: those rows stay and are reported.
-A series check asks about the show and every row below it (with Plex's trash kept, the show can stay
-while its episodes are trashed). An episode file removes its episode row only; its season, and then its
-show, go only when Plex dropped them too (404) and no row below them is left: never on the episode's
-account alone. Upgrades never get here: the parsers ask for no check on `deleteReason: upgrade`, and the
-merge drops a check when a later delivery imported the same item again
+A series check asks about the show and every row below it. An episode file removes its episode row only;
+its season, and then its show, go only when Plex dropped them too (404) and no row below them is left:
+never on the episode's account alone. Upgrades never get here: the parsers ask for no check on
+`deleteReason: upgrade`, and the merge drops a check when a later delivery imported the same item again
 (`smartplex_sync.requests.drop_reimported`).
 
 Pure decisions (`plex_verdict`, `decide`) are kept apart from the I/O (`check_removals`).
@@ -20,6 +20,7 @@ Pure decisions (`plex_verdict`, `decide`) are kept apart from the I/O (`check_re
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -30,11 +31,13 @@ from flows._plex_items import in_trash
 from flows.clients.plex import PlexClient
 from smartplex_sync.errors import ServiceError
 from smartplex_sync.requests import RemovalCheck
+from smartplex_sync.store.accounts import PlexServer
 from smartplex_sync.store.media import (
     StoredItem,
     find_by_ids,
     find_children,
     find_episodes,
+    mark_unavailable,
     remove_items,
 )
 
@@ -57,7 +60,7 @@ class Candidates:
 class RemovalReport:
     """What a run of checks did; `table()` is the rows of the run's artifact."""
 
-    removed: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[dict[str, Any]] = field(default_factory=list)  # removed, or marked unavailable
     still_in_plex: list[str] = field(default_factory=list)
     unanswered: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -65,7 +68,19 @@ class RemovalReport:
     requests: int = 0
 
     def table(self) -> list[dict[str, Any]]:
-        return self.removed or [{"rating_key": "", "type": "", "title": "nothing removed", "reason": ""}]
+        nothing = {"rating_key": "", "type": "", "title": "nothing removed", "action": "", "reason": ""}
+        return self.removed or [nothing]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "removed": [row["rating_key"] for row in self.removed if row["action"] == "removed"],
+            "unavailable": [row["rating_key"] for row in self.removed if row["action"] == "unavailable"],
+            "still_in_plex": self.still_in_plex,
+            "unanswered": self.unanswered,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "requests": self.requests,
+        }
 
 
 def plex_verdict(item: dict[str, Any]) -> Verdict:
@@ -73,15 +88,24 @@ def plex_verdict(item: dict[str, Any]) -> Verdict:
     return "trashed" if in_trash(item) else "present"
 
 
-def decide(planned: Sequence[Candidates], verdicts: dict[str, Verdict]) -> dict[str, str]:
-    """The rows to remove for all checks of a run, rating key → reason. Only `gone` and `trashed` remove a
-    target, and a row below a removed row goes with it. A season or show of an episode file goes only when
-    Plex answered 404 for it and no row below it is left; judged on what all checks together remove."""
+@dataclass(frozen=True)
+class Decision:
+    """What a run of checks does to rows: rating key → reason."""
+
+    remove: dict[str, str]
+    unavailable: dict[str, str]
+
+
+def decide(planned: Sequence[Candidates], verdicts: dict[str, Verdict]) -> Decision:
+    """What the checks of a run do. A target Plex answered 404 for (`gone`) is removed, and every row
+    below a removed row with it; one it keeps in its trash (`trashed`) is marked unavailable. A season or
+    show of an episode file goes only when Plex answered 404 for it and no row below it is left; judged on
+    what all checks together remove."""
     remove = {
-        t.rating_key: f"Plex: {verdicts[t.rating_key]}"
+        t.rating_key: "Plex: gone"
         for candidates in planned
         for t in candidates.targets
-        if verdicts.get(t.rating_key) in ("gone", "trashed")
+        if verdicts.get(t.rating_key) == "gone"
     }
     for candidates in planned:
         for row in [*candidates.targets, *candidates.below]:
@@ -100,10 +124,16 @@ def decide(planned: Sequence[Candidates], verdicts: dict[str, Verdict]) -> dict[
             ]
             if verdicts.get(parent.rating_key) == "gone" and not left:
                 remove[parent.rating_key] = f"Plex no longer has this {parent.type}, nothing left below it"
-    return remove
+    unavailable = {
+        t.rating_key: "Plex: in its trash"
+        for candidates in planned
+        for t in candidates.targets
+        if verdicts.get(t.rating_key) == "trashed" and t.rating_key not in remove
+    }
+    return Decision(remove, unavailable)
 
 
-def find_candidates(conn: Connection, server_id: str, check: RemovalCheck) -> Candidates:
+def find_candidates(conn: Connection, server_id: uuid.UUID, check: RemovalCheck) -> Candidates:
     ids = {"tmdb_id": check.tmdb_id, "tvdb_id": check.tvdb_id, "imdb_id": check.imdb_id}
     if check.kind == "movie":
         return Candidates(find_by_ids(conn, server_id, "movie", radarr_movie_id=check.arr_id, **ids))
@@ -151,30 +181,37 @@ def ask_plex(
 def check_removals(
     client: PlexClient,
     engine: Engine,
-    server_id: str,
+    server: PlexServer,
     checks: Sequence[RemovalCheck],
     *,
     batch_size: int = BATCH_SIZE,
 ) -> RemovalReport:
-    """Run the checks against Plex server `server_id` (its machineIdentifier) and remove what Plex no
-    longer has, in one transaction. Errors from Plex are reported, never raised: the caller decides
-    whether a run with `errors` should fail (and be retried)."""
+    """Run the checks against one server's Plex and act on its answers, in one transaction. Errors from
+    Plex are reported, never raised: the caller decides whether a run with `errors` should fail (and be
+    retried)."""
     report = RemovalReport()
     requests_before = client.requests_made
     planned: list[tuple[RemovalCheck, Candidates]] = []
     with engine.connect() as conn:
         for check in checks:
-            candidates = find_candidates(conn, server_id, check)
+            candidates = find_candidates(conn, server.id, check)
             if candidates.targets:
                 planned.append((check, candidates))
             else:
-                report.skipped.append(f"{check.label}: no row on server {server_id}")
+                report.skipped.append(f"{check.label}: no row on server {server.name}")
     asked = list(dict.fromkeys(r.rating_key for _, c in planned for r in (*c.targets, *c.parents)))
     verdicts, report.errors = ask_plex(client, asked, batch_size)
-    reasons = decide([candidates for _, candidates in planned], verdicts)
+    decision = decide([candidates for _, candidates in planned], verdicts)
+    rows = {r.rating_key: r for _, c in planned for r in (*c.targets, *c.parents, *c.below)}
     with engine.begin() as conn:
-        removed = remove_items(conn, server_id, reasons)
-    report.removed = [{**asdict(row), "reason": reasons[row.rating_key]} for row in removed]
+        removed = remove_items(conn, server.id, decision.remove)
+        mark_unavailable(conn, server.id, decision.unavailable)
+    report.removed = [
+        {**asdict(row), "action": "removed", "reason": decision.remove[row.rating_key]} for row in removed
+    ] + [
+        {**asdict(rows[key]), "action": "unavailable", "reason": reason}
+        for key, reason in decision.unavailable.items()
+    ]
     targets = [t.rating_key for _, c in planned for t in c.targets]
     report.still_in_plex = [k for k in dict.fromkeys(targets) if verdicts.get(k) == "present"]
     report.unanswered = [k for k in asked if verdicts.get(k) == "unknown"]

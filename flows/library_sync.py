@@ -1,11 +1,15 @@
-"""`plex-library-sync`: Plex library → `media_items`, one row per movie, show, season and episode.
+"""`plex-library-sync`: each Plex server → SmartPlex's `media_items`, one row per movie, show, season and
+episode (`flows._plex_items` has the row's shape).
 
-It takes a `PlexLibrarySync`: sections (by id, by type, or all) in a mode, single items by rating key
-(all of them in one request, with their seasons and episodes), and removal checks (Sonarr/Radarr deleted
-these items: `flows._plex_removals`). Modes, per section:
+It takes a `PlexLibrarySync`: per server (SmartPlex's `servers` row, its URL and token), sections (by
+id, by type, or all) in a mode, single items by rating key (all of them in one request, with their
+seasons and episodes), and removal checks (Sonarr/Radarr deleted these items: `flows._plex_removals`).
+Each server is a part of its own (`flows._runs`): its Plex answers `/` first, and a server whose Plex
+answers with another machine identifier than its row holds is refused rather than written into. Modes,
+per section:
 - `full`: list every item (types 1, or 2/3/4 for a show section), then delete the rows of *that section
   of that server* that Plex no longer lists, unless that is more than the deletion guard allows. Items
-  Plex keeps in its trash count as no longer listed (`in_trash`).
+  Plex keeps in its trash are listed, and stored not `accessible`.
 - `incremental`: list only items whose `updatedAt` is after the section's watermark minus the overlap.
   PMS sets `updatedAt` when an item is added and on every change, so this one filter catches additions
   and upgrades; listing seasons and episodes too catches new seasons of known shows (Overseerr #3276).
@@ -13,38 +17,38 @@ these items: `flows._plex_removals`). Modes, per section:
 The watermark is the newest addedAt/updatedAt seen, in the Plex server's own clock (no clock skew).
 
 Pages are fetched by retried tasks and written a page (one transaction) at a time, so memory stays
-bounded by the page size; a full sync keeps only the rating keys it saw, for the deletion.
+bounded by the page size; a full sync keeps only the rating keys it saw, for the deletion. Seasons and
+episodes take their show's ids and genres: a show section lists its shows first, and a show not listed
+in this run (an incremental run) is asked for, 50 at a time.
 
 Removal checks run last, after the section and item syncs of the same run: Plex's answer to them is the
 newest thing the run learns, and nothing later in the run can write back a row they removed (the race the
 original SmartPlex had: a webhook sync listing an item just before Plex dropped it, and re-adding it).
-Later runs cannot bring it back either: syncs skip what Plex keeps in its trash, and Plex no longer lists
-what it removed.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
 from sqlalchemy import Engine
 
-from flows._plex_items import SectionInfo, choose_sections, in_trash, latest_change, to_row
+from flows._plex_items import SectionInfo, ShowInfo, choose_sections, latest_change, show_key, to_row
 from flows._plex_removals import RemovalReport, check_removals
 from flows._retry import NETWORK_RETRIES
+from flows._runs import Part, SyncRun, run_logger
 from flows.clients.plex import ItemsPage, PlexClient
-from smartplex_sync.errors import DeletionGuardError, TransientServiceError
-from smartplex_sync.requests import Mode, PlexLibrarySync
+from smartplex_sync.errors import DeletionGuardError, PermanentServiceError, TransientServiceError
+from smartplex_sync.requests import Mode, PlexLibrarySync, PlexScope, Trigger
 from smartplex_sync.settings import get_settings
-from smartplex_sync.store import get_engine
+from smartplex_sync.store.accounts import PlexServer, record_server_seen
 from smartplex_sync.store.arr import link_arr_ids
+from smartplex_sync.store.events import Counts
 from smartplex_sync.store.media import (
     UpsertResult,
     delete_missing,
@@ -53,23 +57,15 @@ from smartplex_sync.store.media import (
     upsert_media_items,
 )
 
-SCHEDULED = PlexLibrarySync(mode="full")
+FLOW = "plex-library-sync"
 PROGRESS_EVERY_SECONDS = 5.0
 _TASK_OPTIONS: dict[str, Any] = {**NETWORK_RETRIES, "cache_policy": NO_CACHE}
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The run logger inside a flow or task run; a module logger when the flow body is called directly."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
-
-
 @task(**_TASK_OPTIONS)
-def fetch_identity(client: PlexClient) -> str:
-    """The server's machineIdentifier: the `server_id` of every row."""
-    return str(client.identity()["machineIdentifier"])
+def fetch_server_info(client: PlexClient) -> dict[str, Any]:
+    """`/`: the server's machineIdentifier, version and platform (and proof that the token works)."""
+    return client.server_info()
 
 
 @task(**_TASK_OPTIONS)
@@ -112,6 +108,31 @@ class SectionReport:
         self.unchanged += result.unchanged
 
 
+class Shows:
+    """The shows a run met, for their seasons and episodes: listed shows first, the others asked for."""
+
+    def __init__(self, client: PlexClient) -> None:
+        self.client = client
+        self.known: dict[str, ShowInfo] = {}
+
+    def remember(self, items: list[dict[str, Any]]) -> None:
+        self.known.update((str(i["ratingKey"]), ShowInfo.of(i)) for i in items if i["type"] == "show")
+
+    def of(self, items: list[dict[str, Any]]) -> dict[str, ShowInfo]:
+        """The shows of these items (fetching the ones this run has not seen yet)."""
+        self.remember(items)
+        wanted = {key for item in items if (key := show_key(item))}
+        unseen = sorted(wanted - set(self.known))
+        if unseen:
+            self.remember([i for i in fetch_items(self.client, unseen).values() if i["type"] == "show"])
+        return {key: self.known[key] for key in wanted if key in self.known}
+
+
+def _rows(items: list[dict[str, Any]], server: PlexServer, section: SectionInfo, shows: Shows) -> list[dict[str, Any]]:
+    known = shows.of(items)
+    return [to_row(item, server.id, section, known.get(show_key(item) or "")) for item in items]
+
+
 def _from_unix(value: int) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
@@ -119,23 +140,23 @@ def _from_unix(value: int) -> datetime:
 def sync_section(
     client: PlexClient,
     engine: Engine,
-    server_id: str,
+    server: PlexServer,
     section: SectionInfo,
+    shows: Shows,
     *,
     mode: Mode,
     overlap_seconds: int,
     guard_fraction: float,
 ) -> SectionReport:
     """Sync one section, a page at a time. A DeletionGuardError is recorded in the report, not raised."""
-    logger = _logger()
+    logger = run_logger()
     started, requests_before = time.perf_counter(), client.requests_made
     with engine.connect() as conn:
-        watermark = get_watermark(conn, server_id, section.id)
+        watermark = get_watermark(conn, server.id, section.id)
     since = None
     if mode == "incremental" and watermark is not None:
         since = int(watermark.timestamp()) - overlap_seconds
-    incremental = since is not None
-    report = SectionReport(f"{section.title} ({section.id})", "incremental" if incremental else "full")
+    report = SectionReport(f"{section.title} ({section.id})", "incremental" if since is not None else "full")
     seen: set[str] = set()
     newest: int | None = None
     last_log = started
@@ -143,153 +164,159 @@ def sync_section(
         start = 0
         while True:
             page = fetch_page(client, section.id, type_, start, since)
-            rows = [to_row(item, server_id, section) for item in page.items if not in_trash(item)]
+            rows = _rows(page.items, server, section, shows)
             with engine.begin() as conn:
                 report.count(upsert_media_items(conn, rows))
-            seen.update(row["rating_key"] for row in rows)
+            seen.update(row["plex_id"] for row in rows)
             newest = max(filter(None, (newest, latest_change(page.items))), default=None)
             start += len(page.items)
             if time.perf_counter() - last_log > PROGRESS_EVERY_SECONDS:
                 last_log = time.perf_counter()
                 logger.info(
-                    "%s: %s %d/%d, %d items so far", report.section, type_, start, page.total_size, len(seen)
-                )
+                    "%s %s: %s %d/%d, %d items so far",
+                    server.name, report.section, type_, start, page.total_size, len(seen),
+                )  # fmt: skip
             if not page.items or start >= page.total_size:
                 break
     with engine.begin() as conn:
         if newest is not None:
-            set_watermark(conn, server_id, section.id, _from_unix(newest))
+            set_watermark(conn, server.id, section.id, _from_unix(newest))
         if report.added or report.updated:
-            link_arr_ids(conn)
-    if not incremental:
+            link_arr_ids(conn, server.id)
+    if since is None:
         try:
             with engine.begin() as conn:
-                report.removed = delete_missing(conn, server_id, section.id, seen, guard_fraction)
+                report.removed = delete_missing(conn, server.id, section.id, seen, guard_fraction, server.name)
         except DeletionGuardError as exc:
             report.error = str(exc)
             logger.error("%s", exc)
     report.requests = client.requests_made - requests_before
     report.seconds = round(time.perf_counter() - started, 3)
-    logger.info("%s: %s", report.section, asdict(report))
+    logger.info("%s %s: %s", server.name, report.section, asdict(report))
     return report
 
 
-def sync_items(client: PlexClient, engine: Engine, server_id: str, rating_keys: list[str]) -> SectionReport:
+def sync_items(
+    client: PlexClient, engine: Engine, server: PlexServer, shows: Shows, rating_keys: list[str]
+) -> SectionReport:
     """Sync single items (one request for all of them), and everything below the shows and seasons."""
     started, requests_before = time.perf_counter(), client.requests_made
     report = SectionReport(f"{len(rating_keys)} items", "item")
     found = fetch_items(client, rating_keys)
     unknown = sorted(set(rating_keys) - set(found))
     if unknown:
-        _logger().warning("Plex does not know ratingKey %s; nothing to sync for them", ", ".join(unknown))
+        run_logger().warning(
+            "Plex server %s does not know ratingKey %s; nothing to sync for them", server.name, ", ".join(unknown)
+        )
     rows = []
     for item in found.values():
-        section = SectionInfo(
-            int(item["librarySectionID"]),
-            str(item.get("librarySectionTitle", "")),
-            "movie" if item["type"] == "movie" else "show",
-        )
         items, parents = [item], [item] if item["type"] in ("show", "season") else []
         while parents:
             children = fetch_children(client, str(parents.pop()["ratingKey"]))
             items += children
             parents += [child for child in children if child["type"] == "season"]
-        rows += [to_row(i, server_id, section) for i in items if not in_trash(i)]
+        rows += _rows(items, server, SectionInfo.of_item(item), shows)
     with engine.begin() as conn:
         report.count(upsert_media_items(conn, rows))
         if report.added or report.updated:
-            link_arr_ids(conn)
+            link_arr_ids(conn, server.id)
     report.requests = client.requests_made - requests_before
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
 
-def _totals(reports: list[SectionReport]) -> dict[str, Any]:
-    keys = ("added", "updated", "removed", "unchanged", "requests")
-    totals: dict[str, Any] = {key: sum(getattr(r, key) for r in reports) for key in keys}
-    totals["seconds"] = round(sum(r.seconds for r in reports), 3)
-    return totals
+def _check_identity(client: PlexClient, engine: Engine, server: PlexServer) -> None:
+    """The Plex at the row's URL is the row's server: refuse to write another server's items into it."""
+    info = fetch_server_info(client)
+    machine = str(info["machineIdentifier"])
+    if server.machine_id and machine != server.machine_id:
+        raise PermanentServiceError(
+            "plex",
+            f"{server.url} answers as Plex machine {machine}, but server {server.name!r} is machine "
+            f"{server.machine_id}: check its URL in SmartPlex (servers.url / preferred_connection_url)",
+        )
+    with engine.begin() as conn:
+        record_server_seen(
+            conn, server.id, machine_id=machine, version=info.get("version"), platform=info.get("platform")
+        )
 
 
-@flow(name="plex-library-sync")
-def plex_library_sync(request: PlexLibrarySync = SCHEDULED) -> dict[str, Any]:
-    """Sync sections (by id, by type, or every movie and show section) and single items."""
-    settings = get_settings()
-    client = PlexClient.from_settings(settings)  # ConfigurationError, naming the setting, before any call
-    engine = get_engine(settings.sqlalchemy_url)
-    logger = _logger()
+def sync_server(client: PlexClient, run: SyncRun, part: Part, scope: PlexScope) -> RemovalReport | None:
+    """One server's part: its sections, items and removal checks."""
+    settings, server, engine = run.settings, part.server, run.engine
+    _check_identity(client, engine, server)
+    shows = Shows(client)
+    reports: list[SectionReport] = []
     problems: list[str] = []
-    with client:
-        server_id = fetch_identity(client)
-        reports = []
-        if request.syncs_sections:
-            sections, unknown = choose_sections(fetch_sections(client), request)
-            if unknown:
-                problems.append(f"no movie or show section with id {unknown} on this server")
-            logger.info("Plex server %s: %s sync of %s", server_id, request.mode, [s.title for s in sections])
-            reports += [
+    if scope.syncs_sections:
+        sections, unknown = choose_sections(fetch_sections(client), scope)
+        if unknown:
+            problems.append(f"no movie or show section with id {unknown} on this server")
+        run_logger().info("Plex server %s: %s sync of %s", server.name, scope.mode, [s.title for s in sections])
+        for section in sections:
+            reports.append(
                 sync_section(
                     client,
                     engine,
-                    server_id,
+                    server,
                     section,
-                    mode=request.mode,
+                    shows,
+                    mode=scope.mode,
                     overlap_seconds=settings.incremental_overlap_seconds,
                     guard_fraction=settings.delete_guard_fraction,
                 )
-                for section in sections
-            ]
-        if request.rating_keys:
-            reports.append(sync_items(client, engine, server_id, request.rating_keys))
-        removals = None
-        if request.removal_checks:  # last: see the module docstring
-            removals = check_removals(client, engine, server_id, request.removal_checks)
-            logger.info("Plex server %s: removal checks %s", server_id, asdict(removals))
-        # identity and section list are requests too; count them on the run, not on a section
-        requests = client.requests_made
-    mode = request.mode if request.syncs_sections else "item" if request.rating_keys else "removal"
-    result = {"server_id": server_id, "mode": mode, **_totals(reports)}
-    result["requests"] = requests
-    result["sections"] = [asdict(r) for r in reports]
-    create_table_artifact(
-        key="plex-library-sync",
-        table=[asdict(r) for r in reports],
-        description=(
-            f"Plex server `{server_id}`, {result['mode']} sync: {result['added']} added, "
-            f"{result['updated']} updated, {result['removed']} removed, {result['unchanged']} unchanged, "
-            f"{requests} Plex requests."
-        ),
+            )
+    if scope.rating_keys:
+        reports.append(sync_items(client, engine, server, shows, scope.rating_keys))
+    removals = check_removals(client, engine, server, scope.removal_checks) if scope.removal_checks else None
+    totals = {key: sum(getattr(r, key) for r in reports) for key in ("added", "updated", "removed", "unchanged")}
+    removed = totals["removed"] + (len(removals.removed) if removals else 0)
+    part.counts = Counts(
+        discovered=totals["added"] + totals["updated"] + totals["unchanged"],
+        new=totals["added"],
+        updated=totals["updated"],
+        removed=removed,
     )
+    part.rows = [asdict(report) for report in reports]
+    part.details.update(mode=scope.mode_label, requests=client.requests_made, **totals)
     if removals is not None:
-        result["removal_checks"] = _publish_removals(server_id, request, removals)
-    refused = [r.error for r in reports if r.error]
+        part.details["removal_checks"] = removals.summary()
+    refused = [report.error for report in reports if report.error]
     if refused:
-        raise DeletionGuardError("; ".join(refused))
+        raise DeletionGuardError("; ".join(refused + problems))
+    if removals is not None and removals.errors:
+        # Failed, so every delivery it served says why; the rows Plex did not answer for are kept.
+        unanswered = f"no answer for {len(removals.unanswered)} rows, kept: {'; '.join(removals.errors)}"
+        raise TransientServiceError("plex", "; ".join([unanswered, *problems]))
     if problems:
         raise ValueError("; ".join(problems))
-    if removals is not None and removals.errors:
-        # After the artifact, so the run shows what it did; failed, so every delivery it served says why.
-        raise TransientServiceError(
-            "plex", f"no answer for {len(removals.unanswered)} rows, kept: {'; '.join(removals.errors)}"
-        )
-    return result
+    return removals
 
 
-def _publish_removals(server_id: str, request: PlexLibrarySync, report: RemovalReport) -> dict[str, Any]:
-    """The removal checks' artifact (one line per removed row) and their part of the run's result."""
-    checks = ", ".join(check.label for check in request.removal_checks)
-    description = (
-        f"Plex server `{server_id}`, removal checks ({checks}): {len(report.removed)} rows removed; "
-        f"still in Plex: {', '.join(report.still_in_plex) or 'none'}; "
-        f"unanswered (kept): {', '.join(report.unanswered) or 'none'}; "
-        f"skipped: {'; '.join(report.skipped) or 'none'}; {report.requests} Plex requests."
+@flow(name=FLOW)
+def plex_library_sync(request: PlexLibrarySync = PlexLibrarySync(), trigger: Trigger = "manual") -> dict[str, Any]:  # noqa: B008
+    """Sync each server's sections (by id, by type, or every movie and show section), items and removal
+    checks; every server when `request` names none."""
+    settings = get_settings()
+    run = SyncRun(FLOW, "plex", trigger, settings)
+    removal_rows: list[dict[str, Any]] = []
+    for server in run.servers(request):
+        scope = request.scope_for(server.id)
+        with run.part(server, mode=scope.mode_label) as part:
+            with PlexClient.for_server(server, settings) as client:
+                removals = sync_server(client, run, part, scope)
+            if removals is not None:
+                removal_rows += [{"server": server.name, **row} for row in removals.table()]
+    if removal_rows:
+        _publish_removals(removal_rows)
+    return run.finish()
+
+
+def _publish_removals(rows: list[dict[str, Any]]) -> None:
+    removed = [row for row in rows if row.get("rating_key")]
+    create_table_artifact(
+        key="plex-removals",
+        table=rows,
+        description=f"Removal checks: {len(removed)} rows removed or marked inaccessible, by server.",
     )
-    create_table_artifact(key="plex-removals", table=report.table(), description=description)
-    return {
-        "removed": [row["rating_key"] for row in report.removed],
-        "still_in_plex": report.still_in_plex,
-        "unanswered": report.unanswered,
-        "skipped": report.skipped,
-        "errors": report.errors,
-        "requests": report.requests,
-    }
+

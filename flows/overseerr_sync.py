@@ -1,31 +1,32 @@
-"""`overseerr-sync`: Overseerr requests → `overseerr_requests`, upserted by request id.
+"""`overseerr-sync`: Overseerr requests → SmartPlex's `overseerr_requests` (`store.overseerr` says how
+rows are matched, titled and attributed).
 
-It takes an `OverseerrSync`. Fed by webhooks, `requests` holds the requests they named (the later
-delivery's status winning where two name one request), with statuses as the webhooks gave them
-(PENDING, APPROVED, DECLINED, FAILED, AVAILABLE) and Overseerr is not called. Scheduled (`requests`
-None), every page of `/api/v1/request` is read, statuses mapped from the API's numbers to names. Which
-requests the library holds is answered when read (`store.overseerr.requests_in_library`).
+It takes an `OverseerrSync`. Fed by webhooks, a server's `requests` are the requests they named (the
+later delivery's status winning where two name one request), with statuses as the webhooks gave them and
+Overseerr is not called. Scheduled (`requests` None), every page of `/api/v1/request` is read through the
+Overseerr integration that serves the server, once per integration however many servers it serves.
 """
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows._arr import RunReport, publish_report, run_logger
 from flows._retry import NETWORK_RETRIES
+from flows._runs import SyncRun, run_logger
 from flows.clients.overseerr import OverseerrClient, RequestPage
-from smartplex_sync.requests import OverseerrSync
+from smartplex_sync.models import OverseerrRequest
+from smartplex_sync.requests import OverseerrSync, Trigger
 from smartplex_sync.settings import get_settings
-from smartplex_sync.store import get_engine, utcnow
-from smartplex_sync.store.overseerr import OverseerrRequest, requests_in_library, upsert_requests
+from smartplex_sync.store import utcnow
+from smartplex_sync.store.accounts import Integration, integration_for
+from smartplex_sync.store.events import Counts
+from smartplex_sync.store.overseerr import requests_in_library, upsert_requests
 
+FLOW = "overseerr-sync"
 DEFAULT_PAGE_SIZE = 100
-
-SCHEDULED = OverseerrSync()
-"""What a scheduled run asks for: everything the service has."""
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
@@ -47,41 +48,50 @@ def fetch_all(client: OverseerrClient, page_size: int) -> list[OverseerrRequest]
         skip += page_size
 
 
-@task(cache_policy=NO_CACHE)
-def store_requests(database_url: str, requests: list[OverseerrRequest]) -> tuple[int, list[int]]:
-    """Upsert; return `(rows written, ids of this run's requests the library holds)`."""
-    ids = {r.request_id for r in requests}
-    with get_engine(database_url).begin() as conn:
-        written = upsert_requests(conn, requests, utcnow())
-        in_library = [r.request_id for r in requests_in_library(conn) if r.request_id in ids and r.in_library]
-    run_logger().info("stored %d requests, %d of them in the library", written, len(in_library))
-    return written, in_library
+def _read(integration: Integration, page_size: int) -> tuple[list[OverseerrRequest], int]:
+    with OverseerrClient.for_integration(integration, get_settings()) as client:
+        return fetch_all(client, page_size), client.requests_made
 
 
-@flow(name="overseerr-sync")
-def overseerr_sync(request: OverseerrSync = SCHEDULED, page_size: int = DEFAULT_PAGE_SIZE) -> RunReport:
+@flow(name=FLOW)
+def overseerr_sync(
+    request: OverseerrSync = OverseerrSync(),  # noqa: B008
+    trigger: Trigger = "manual",
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> dict[str, Any]:
     """Record Overseerr requests: the webhooks' `requests`, or (None) every request Overseerr has."""
-    started = time.monotonic()
     settings = get_settings()
-    if request.requests is not None:
-        items, requests_made, source = request.requests, 0, "webhook"
-        run_logger().info("%d requests from a webhook; Overseerr is not called", len(items))
-    else:
-        run_logger().info("full sync: reading every request from Overseerr, %d a page", page_size)
-        with OverseerrClient.from_settings(settings) as client:
-            items = fetch_all(client, page_size)
-            requests_made, source = client.requests_made, "/api/v1/request"
-    written, in_library = store_requests(settings.sqlalchemy_url, items)
-    report = RunReport(
-        flow="overseerr-sync",
-        source=source,
-        received=len(items),
-        matched=len(in_library),
-        unmatched=len(items) - len(in_library),
-        updated=written,
-        requests_made=requests_made,
-        seconds=time.monotonic() - started,
-        updated_label="requests written",
-    )
-    publish_report(report)
-    return report
+    run = SyncRun(FLOW, "overseerr", trigger, settings)
+    read: dict[Any, tuple[list[OverseerrRequest], int]] = {}
+    for server in run.servers(request):
+        scope = request.scope_for(server.id)
+        with run.engine.connect() as conn:
+            integration = integration_for(conn, "overseerr", server)
+        if scope.requests is None and integration is None:
+            run.skip(server, "no active Overseerr integration serves this server")
+            continue
+        source = "webhook" if scope.requests is not None else "/api/v1/request"
+        with run.part(server, integration, source=source) as part:
+            if scope.requests is not None:
+                items, requests = scope.requests, 0
+            else:
+                assert integration is not None
+                if integration.id not in read:
+                    read[integration.id] = _read(integration, page_size)
+                items, requests = read[integration.id]
+            integration_id = integration.id if integration else None
+            with run.engine.begin() as conn:
+                stored = upsert_requests(
+                    conn, items, utcnow(), integration_id=integration_id, owner_id=server.user_id
+                )
+                held = requests_in_library(conn, [r.request_id for r in items], integration_id, [server.id])
+            part.counts = Counts(discovered=len(items), updated=stored.written, failed=len(stored.skipped))
+            part.details.update(
+                received=len(items),
+                written=stored.written,
+                in_library=len(held),
+                skipped_without_tmdb_id=stored.skipped,
+                requests=requests,
+            )
+            part.rows = [dict(part.details)]
+    return run.finish()

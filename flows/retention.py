@@ -1,4 +1,5 @@
-"""`webhook-retention`: trims webhook_log of processed deliveries older than the retention window.
+"""`webhook-retention`: trims webhook_log of processed deliveries older than the retention window, with
+their queued requests, and the finished dispatch batches no remaining request points at.
 
 Unprocessed rows are never deleted, however old: they are deliveries still waiting for their flow run.
 """
@@ -12,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine, utcnow
+from smartplex_sync.store.queue import delete_finished_before
 from smartplex_sync.store.webhooks import delete_processed_before
 
 
@@ -27,12 +29,16 @@ def webhook_retention(days: int | None = None) -> int:
     settings = get_settings()
     days = days if days is not None else settings.webhook_retention_days
     cutoff = retention_cutoff(utcnow(), days)
-    deleted = delete_processed_before(get_engine(settings.sqlalchemy_url), cutoff)
-    get_run_logger().info("deleted %d processed webhook_log rows received before %s", deleted, cutoff)
+    engine = get_engine(settings.sqlalchemy_url)
+    deleted = delete_processed_before(engine, cutoff)
+    batches = delete_finished_before(engine, cutoff)
+    get_run_logger().info(
+        "deleted %d processed webhook_log rows and %d finished batches older than %s", deleted, batches, cutoff
+    )
     create_markdown_artifact(
         key="webhook-retention",
         markdown=f"Deleted **{deleted}** processed webhook_log rows received before {cutoff:%Y-%m-%d %H:%M} UTC "
-        f"({days} days).",
+        f"({days} days), and **{batches}** finished dispatch batches.",
         description="webhook_log retention",
     )
     return deleted

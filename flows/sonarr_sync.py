@@ -1,23 +1,25 @@
-"""`sonarr-sync`: Sonarr series → `arr_items`, then their ids onto `media_items` (`link_arr_ids`).
+"""`sonarr-sync`: Sonarr series → `arr_items`, then their ids onto `media_items` (`flows._arr`).
 
-It takes a `SonarrSync`. Fed by Download webhooks, `series` holds the series they named and Sonarr is not
-called (no URL or key needed). Scheduled, `series` is None: the whole `/api/v3/series` list is read, and
-series Sonarr no longer has are dropped (their media_items lose the stale id).
+It takes a `SonarrSync`. Fed by Download webhooks, a server's `series` are the series they named and
+Sonarr is not called. Scheduled (`series` None), the whole `/api/v3/series` list is read through the
+Sonarr integration that serves the server, and series Sonarr no longer has are dropped.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows._arr import RunReport, run_logger, sync_arr
+from flows._arr import sync_arr
 from flows._retry import NETWORK_RETRIES
+from flows._runs import run_logger
 from flows.clients.sonarr import SonarrClient
 from smartplex_sync.models import ArrItem
-from smartplex_sync.requests import SonarrSync
-
-SCHEDULED = SonarrSync()
-"""What a scheduled run asks for: everything the service has."""
+from smartplex_sync.requests import SonarrSync, Trigger
+from smartplex_sync.settings import get_settings
+from smartplex_sync.store.accounts import Integration
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
@@ -27,9 +29,12 @@ def fetch_series(client: SonarrClient) -> list[ArrItem]:
     return series
 
 
+def read_sonarr(integration: Integration) -> tuple[list[ArrItem], int]:
+    with SonarrClient.for_integration(integration, get_settings()) as client:
+        return fetch_series(client), client.requests_made
+
+
 @flow(name="sonarr-sync")
-def sonarr_sync(request: SonarrSync = SCHEDULED) -> RunReport:
+def sonarr_sync(request: SonarrSync = SonarrSync(), trigger: Trigger = "manual") -> dict[str, Any]:  # noqa: B008
     """Record Sonarr's series ids on media_items: the webhooks' `series`, or (None) all of Sonarr."""
-    return sync_arr(
-        "sonarr", "series", request.series, SonarrClient.from_settings, fetch_series, "/api/v3/series"
-    )
+    return sync_arr("sonarr", request, trigger, read_sonarr, "/api/v3/series")

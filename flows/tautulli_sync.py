@@ -1,43 +1,47 @@
-"""`tautulli-sync`: Tautulli watch history → `watch_history`, then the play totals of every touched item.
+"""`tautulli-sync`: each server's Tautulli history → `watch_history`, then SmartPlex's play totals on
+`media_items` and its `user_stats` for every item the plays touched.
 
-It takes a `TautulliSync`: a window (`days`, 7 by default; 0 = all history, for a first backfill) for the
-schedule, and single items (`rating_keys`, every play of each) for Tautulli's Playback Stop / Watched
-webhooks, fetched together: Tautulli's `get_history` takes a comma-separated `rating_key` list, so a burst
-of plays of 15 items costs one query, not 15. Plays are upserted by Tautulli's row id and totals
-recomputed from all stored plays, so a short window never lowers lifetime totals and running a sync twice
-changes nothing.
+It takes a `TautulliSync`: per server, a window (`days`, 7 by default; 0 = all history, for a first
+backfill) for the schedule, and single items (`rating_keys`, every play of each) for Tautulli's Playback
+Stop / Watched webhooks, fetched together: Tautulli's `get_history` takes a comma-separated `rating_key`
+list, so a burst of plays of 15 items costs one query, not 15. A server's Tautulli is the integration that
+serves it (SmartPlex's `integrations`); one that watches another Plex server (its `pms_identifier` is not
+the server's machine id) is left alone for this server. Plays are upserted by (server, Tautulli row id) and
+totals recomputed from all stored plays, so a short window never lowers lifetime totals and running a
+sync twice changes nothing. Each server's run also leaves the `sync_history` row SmartPlex's Tautulli
+admin page reads.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
 
 from flows._retry import NETWORK_RETRIES
+from flows._runs import Part, SyncRun, run_logger
 from flows.clients.tautulli import TautulliClient, TautulliServer, history_after
-from smartplex_sync.requests import DEFAULT_HISTORY_DAYS, TautulliSync
+from smartplex_sync.requests import TautulliScope, TautulliSync, Trigger
 from smartplex_sync.settings import get_settings
-from smartplex_sync.store import get_engine
-from smartplex_sync.store.history import UpsertCounts, refresh_play_totals, upsert_plays
+from smartplex_sync.store import utcnow
+from smartplex_sync.store.accounts import integration_for
+from smartplex_sync.store.events import Counts, record_tautulli_history
+from smartplex_sync.store.history import UpsertCounts, refresh_play_totals, refresh_user_stats, upsert_plays
 
+FLOW = "tautulli-sync"
 RATING_KEYS_PER_QUERY = 100  # a comma-separated list in the URL; keep it short
-SCHEDULED = TautulliSync(days=DEFAULT_HISTORY_DAYS)
 
 
 @dataclass(frozen=True)
 class FetchResult:
     plays: int
     counts: UpsertCounts
-    rating_keys: frozenset[str]
+    rating_keys: frozenset[str]  # the items the plays touched, with their seasons and shows
 
 
 def _blank_to_none(value: Any) -> str | None:
@@ -55,7 +59,7 @@ def _epoch(value: Any) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds else None
 
 
-def watch_row(row: Mapping[str, Any], server_id: str | None) -> dict[str, Any] | None:
+def watch_row(row: Mapping[str, Any]) -> dict[str, Any] | None:
     """A `watch_history` row from one get_history row (ids as text, epoch seconds as UTC datetimes);
     None for a row without a row id or rating key, which cannot be stored."""
     row_id = _int(row.get("row_id", row.get("id")), None)
@@ -65,12 +69,11 @@ def watch_row(row: Mapping[str, Any], server_id: str | None) -> dict[str, Any] |
     watched_status = row.get("watched_status")
     return {
         "tautulli_row_id": row_id,
-        "server_id": server_id,
         "rating_key": rating_key.strip(),
         "parent_rating_key": _blank_to_none(row.get("parent_rating_key")),
         "grandparent_rating_key": _blank_to_none(row.get("grandparent_rating_key")),
-        "user_id": _int(row.get("user_id"), None),
-        "user_name": _blank_to_none(row.get("user")),
+        "plex_user_id": _blank_to_none(row.get("user_id")),
+        "user_name": _blank_to_none(row.get("username") or row.get("user")),
         "media_type": _blank_to_none(row.get("media_type")),
         "title": _blank_to_none(row.get("title")),
         "full_title": _blank_to_none(row.get("full_title")),
@@ -85,115 +88,120 @@ def watch_row(row: Mapping[str, Any], server_id: str | None) -> dict[str, Any] |
     }
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The run logger inside a flow or task run; a module logger when the flow body is called directly."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
-
-
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
 def fetch_server(client: TautulliClient) -> TautulliServer:
-    """The Plex server Tautulli watches: its machine identifier is watch_history.server_id."""
+    """The Plex server Tautulli watches."""
     return client.server_info()
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
 def sync_history(
-    client: TautulliClient, database_url: str, server_id: str, after: date | None, rating_keys: list[str]
+    client: TautulliClient, database_url: str, server_id: Any, after: date | None, rating_keys: list[str]
 ) -> FetchResult:
     """Fetch the plays page by page and upsert each page as it comes (memory stays at one page).
 
     Safe to retry: the upsert is idempotent. Plays written by a failed attempt count as unchanged
     in the retry's counts.
     """
-    logger = _logger()
+    from smartplex_sync.store import get_engine
+
+    logger = run_logger()
     engine = get_engine(database_url)
     counts = UpsertCounts()
     touched: set[str] = set()
-    fetched = 0
-    skipped = 0
+    fetched = skipped = 0
     keys = ",".join(rating_keys) if rating_keys else None
     for page in client.history_pages(after=after, rating_key=keys):
-        converted = [watch_row(row, server_id) for row in page.rows]
+        converted = [watch_row(row) for row in page.rows]
         plays = [play for play in converted if play is not None]
         if len(plays) < len(converted):
             skipped += len(converted) - len(plays)
             logger.warning("Skipped %d rows without a row id or rating key", len(converted) - len(plays))
         with engine.begin() as conn:
-            counts += upsert_plays(conn, plays)
-        touched.update(play["rating_key"] for play in plays)
+            counts += upsert_plays(conn, server_id, plays)
+        for play in plays:
+            touched.update(filter(None, (play["rating_key"], play["parent_rating_key"], play["grandparent_rating_key"])))
         fetched = page.fetched
         logger.info("Fetched and stored %d of %d plays", page.fetched, page.total)
     return FetchResult(fetched - skipped, counts, frozenset(touched))
 
 
-@task(cache_policy=NO_CACHE)
-def refresh_totals(database_url: str, server_id: str, rating_keys: frozenset[str]) -> int:
-    """Recompute the play totals of the touched items from all their stored plays."""
-    with get_engine(database_url).begin() as conn:
-        refreshed = refresh_play_totals(conn, server_id, rating_keys)
-    _logger().info("Refreshed the play totals of %d media items", refreshed)
-    return refreshed
-
-
-def _describe(request: TautulliSync) -> str:
-    parts = []
-    if request.days is not None:
-        parts.append(f"last {request.days} days" if request.days else "all history")
-    if request.rating_keys:
-        shown = ", ".join(request.rating_keys[:5]) + (" …" if len(request.rating_keys) > 5 else "")
-        parts.append(f"{len(request.rating_keys)} items ({shown})")
-    return " and ".join(parts)
-
-
-@flow(name="tautulli-sync")
-def tautulli_sync(request: TautulliSync = SCHEDULED) -> dict[str, Any]:
-    """Sync the plays of the last `days` days (0: all history) and every play of the `rating_keys`."""
-    settings = get_settings()
-    client = TautulliClient.from_settings(settings)  # ConfigurationError at once when not configured
-    logger = _logger()
-    began = time.monotonic()
-    mode = _describe(request)
-    # One query per part: the window, then the items (all history holds the items' plays already).
+def _queries(scope: TautulliScope) -> list[tuple[date | None, list[str]]]:
+    """One query per part: the window, then the items (all history holds the items' plays already)."""
     queries: list[tuple[date | None, list[str]]] = []
-    if request.days is not None:
-        after = history_after(datetime.now(UTC), request.days) if request.days else None
-        queries.append((after, []))
-    if request.days != 0:
-        keys = request.rating_keys
-        queries += [
-            (None, keys[i : i + RATING_KEYS_PER_QUERY]) for i in range(0, len(keys), RATING_KEYS_PER_QUERY)
-        ]
-    with client:
-        server = fetch_server(client)
-        logger.info("Syncing %s from Tautulli (Plex server %s)", mode, server.identifier)
-        fetched = [
-            sync_history(client, settings.sqlalchemy_url, server.identifier, after, keys)
-            for after, keys in queries
-        ]
-        requests = client.requests_made
-    touched = frozenset().union(*(f.rating_keys for f in fetched))
-    refreshed = refresh_totals(settings.sqlalchemy_url, server.identifier, touched)
-    counts = sum((f.counts for f in fetched), UpsertCounts())
-    window_start = queries[0][0] if request.days else None
-    summary = {
-        "mode": mode,
-        "after": window_start.isoformat() if window_start else None,
-        "server_id": server.identifier,
-        "plays_fetched": sum(f.plays for f in fetched),
-        "new": counts.new,
-        "updated": counts.updated,
-        "unchanged": counts.unchanged,
-        "items_refreshed": refreshed,
-        "requests": requests,
-        "seconds": round(time.monotonic() - began, 2),
-    }
-    create_table_artifact(
-        key="tautulli-sync",
-        table=[{key.replace("_", " "): value for key, value in summary.items()}],
-        description=f"Tautulli sync ({mode}): plays fetched, written and the media items refreshed.",
-    )
-    logger.info("Tautulli sync done: %s", summary)
-    return summary
+    if scope.days is not None:
+        queries.append((history_after(datetime.now(UTC), scope.days) if scope.days else None, []))
+    if scope.days != 0:
+        keys = scope.rating_keys
+        queries += [(None, keys[i : i + RATING_KEYS_PER_QUERY]) for i in range(0, len(keys), RATING_KEYS_PER_QUERY)]
+    return queries
+
+
+def sync_server(client: TautulliClient, run: SyncRun, part: Part, scope: TautulliScope) -> None:
+    """One server's part: the plays, then the totals and user_stats of what they touched."""
+    server = part.server
+    started, began = utcnow(), time.monotonic()
+    error: str | None = None
+    summary: dict[str, Any] = {"mode": scope.label}
+    try:
+        watched = fetch_server(client)
+        if server.machine_id and watched.identifier != server.machine_id:
+            part.skipped = f"this Tautulli watches Plex machine {watched.identifier}, not {server.machine_id}"
+            summary["skipped"] = part.skipped
+            part.details.update(summary)  # the sync_events row says why nothing was synced
+            return
+        queries = _queries(scope)
+        fetched = [sync_history(client, run.settings.sqlalchemy_url, server.id, after, keys) for after, keys in queries]
+        touched = frozenset().union(*(f.rating_keys for f in fetched))
+        with run.engine.begin() as conn:
+            refreshed = refresh_play_totals(conn, server.id, touched)
+            stats = refresh_user_stats(conn, server.id, touched)
+        counts = sum((f.counts for f in fetched), UpsertCounts())
+        plays = sum(f.plays for f in fetched)
+        summary.update(
+            after=queries[0][0].isoformat() if scope.days and queries[0][0] else None,
+            plays_fetched=plays, new=counts.new, updated=counts.updated, unchanged=counts.unchanged,
+            items_refreshed=refreshed, user_stats=stats, requests=client.requests_made,
+        )  # fmt: skip
+        part.counts = Counts(discovered=plays, new=counts.new, updated=refreshed)
+        part.rows = [summary]
+        part.details.update(summary)
+    except Exception as exc:
+        error = str(exc) or type(exc).__name__
+        raise
+    finally:
+        if part.skipped is None:
+            with run.engine.begin() as conn:
+                record_tautulli_history(
+                    conn,
+                    user_id=server.user_id,
+                    server_id=server.id,
+                    plays=summary.get("plays_fetched", 0),
+                    new_plays=summary.get("new", 0),
+                    items_updated=summary.get("items_refreshed", 0),
+                    started_at=started,
+                    completed_at=utcnow(),
+                    error=error,
+                    metadata={**summary, "days_back": scope.days, "seconds": round(time.monotonic() - began, 2)},
+                )
+
+
+@flow(name=FLOW)
+def tautulli_sync(request: TautulliSync = TautulliSync(), trigger: Trigger = "manual") -> dict[str, Any]:  # noqa: B008
+    """Sync each server's plays of the last `days` days (0: all history) and every play of its
+    `rating_keys`; every server when `request` names none."""
+    settings = get_settings()
+    run = SyncRun(FLOW, "tautulli", trigger, settings)
+    for server in run.servers(request):
+        with run.engine.connect() as conn:
+            integration = integration_for(conn, "tautulli", server)
+        if integration is None:
+            run.skip(server, "no active Tautulli integration serves this server")
+            continue
+        scope = request.scope_for(server.id)
+        with run.part(server, integration, mode=scope.label) as part, TautulliClient.for_integration(
+            integration, settings
+        ) as client:
+            run_logger().info("Syncing %s from Tautulli %s for %s", scope.label, integration.name, server.name)
+            sync_server(client, run, part, scope)
+    return run.finish()

@@ -61,6 +61,7 @@ _WORDS = [
     "Ember",
 ]
 _RESOLUTIONS = ("sd", "720", "1080", "4k")
+_GENRES = ("Drama", "Comedy", "Action", "Thriller", "Documentary", "Animation", "Science Fiction", "Romance")
 _CODECS = ("h264", "hevc", "mpeg4", "av1")
 _AUDIO = ("aac", "ac3", "eac3", "dts", "truehd")
 _CONTAINERS = ("mkv", "mp4", "avi")
@@ -131,6 +132,7 @@ class Item:
     guids: list[str] = field(default_factory=list)  # Guid[] ids: imdb://, tmdb://, tvdb://
     media: list[Media] = field(default_factory=list)
     deleted_at: int | None = None  # in Plex's trash since this time: listed, marked, not playable
+    genres: tuple[str, ...] = ()  # Genre[] tags of a movie or show
 
     @property
     def files_gone(self) -> bool:
@@ -148,6 +150,13 @@ class Section:
     created_at: int
     mounted: bool = True
     uuid: str = ""
+
+
+def _genres_of(key: int) -> tuple[str, ...]:
+    """One or two genres, from the rating key (not the seeded generator: libraries stay as they were)."""
+    first = _GENRES[key % len(_GENRES)]
+    second = _GENRES[(key // len(_GENRES)) % len(_GENRES)]
+    return (first,) if first == second or key % 3 == 0 else (first, second)
 
 
 class PlexLibrary:
@@ -271,7 +280,7 @@ class PlexLibrary:
         self._require_section(section_id, MOVIE)
         now = self._clock(at)
         key, title, year = self._key(), self._title(), self.rng.randint(1950, 2024)
-        item = Item(key, MOVIE, title, section_id, now, now, year=year)
+        item = Item(key, MOVIE, title, section_id, now, now, year=year, genres=_genres_of(key))
         if self.rng.random() < 0.2:  # a legacy-agent movie: ids only in `guid`, no Guid[]
             item.guid = f"com.plexapp.agents.imdb://tt{key:07d}?lang=en"
         else:
@@ -287,7 +296,9 @@ class PlexLibrary:
         self._require_section(section_id, SHOW)
         now = self._clock(at)
         key, title = self._key(), self._title()
-        show = Item(key, SHOW, title, section_id, now, now, year=self.rng.randint(1990, 2024))
+        show = Item(
+            key, SHOW, title, section_id, now, now, year=self.rng.randint(1990, 2024), genres=_genres_of(key)
+        )
         legacy = self.rng.random() < 0.2
         if legacy:
             show.guid = f"com.plexapp.agents.thetvdb://{key + 70_000}?lang=en"
@@ -495,6 +506,8 @@ class PlexLibrary:
             data["deletedAt"] = item.deleted_at
         if include_guids and item.guids:
             data["Guid"] = [{"id": g} for g in item.guids]
+        if item.genres:
+            data["Genre"] = [{"tag": genre} for genre in item.genres]
         if include_section:
             section = self.sections[item.section_id]
             data.update(

@@ -7,6 +7,7 @@ SmartPlexError
     ├── TransientServiceError   connection errors, timeouts, 429, 5xx: worth retrying
     └── PermanentServiceError   401/403/404 and answers that make no sense: retrying will not help
 DeletionGuardError          a full sync would delete more than the guard allows: nothing deleted
+SyncFailedError             a run's part failed on some servers (the other servers' parts were done)
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ class SmartPlexError(Exception):
 
 
 class PayloadError(SmartPlexError):
-    """A delivery we cannot read. `status_code` is the 4xx to answer; `event_type` what could be read of it."""
+    """A delivery we cannot take. `status_code` is the 4xx to answer; `event_type` what could be read of
+    it; `code` the answer's `error` when the status alone does not say it (`unattributed`)."""
 
-    def __init__(self, message: str, status_code: int = 400, event_type: str = "unknown") -> None:
+    def __init__(
+        self, message: str, status_code: int = 400, event_type: str = "unknown", code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.event_type = event_type
+        self.code = code
 
 
 class ConfigurationError(SmartPlexError):
@@ -49,3 +54,11 @@ class PermanentServiceError(ServiceError):
 
 class DeletionGuardError(SmartPlexError):
     """A full sync found too much missing (an unmounted disk looks like an empty library)."""
+
+
+class SyncFailedError(SmartPlexError):
+    """Some servers' parts of a run failed; the others' were done. `failures`: server → why."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(f"{server}: {why}" for server, why in failures.items()))

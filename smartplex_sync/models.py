@@ -56,7 +56,7 @@ _FLOW_NAMES = {
     Deployment.WEBHOOK_RETENTION: "webhook-retention",
 }
 
-# The service whose `sync_schedule` row a deployment's schedule mirrors.
+# The deployment a `sync_schedule` row of each service schedules.
 SCHEDULED_SERVICES: dict[Source, Deployment] = {
     Source.PLEX: Deployment.PLEX_LIBRARY_SYNC,
     Source.TAUTULLI: Deployment.TAUTULLI_SYNC,
@@ -64,6 +64,17 @@ SCHEDULED_SERVICES: dict[Source, Deployment] = {
     Source.RADARR: Deployment.RADARR_SYNC,
     Source.OVERSEERR: Deployment.OVERSEERR_SYNC,
 }
+
+
+DEFAULT_SCHEDULES: dict[Source, tuple[bool, int]] = {
+    Source.PLEX: (True, 12),
+    Source.TAUTULLI: (True, 6),
+    Source.SONARR: (False, 24),
+    Source.RADARR: (False, 24),
+    Source.OVERSEERR: (False, 6),
+}
+"""(enabled, interval_hours) of each service's `sync_schedule` row, as SmartPlex's migrations 005/006 seed
+them: Plex every 12 h, Tautulli every 6 h, Sonarr, Radarr (24 h) and Overseerr (6 h) present but paused."""
 
 
 class Action(StrEnum):
@@ -105,5 +116,8 @@ class OverseerrRequest:
     is_4k: bool | None = None
     requested_by: str | None = None
     requested_by_email: str | None = None
+    requested_by_id: int | None = None  # the requester's Overseerr user id (the API tells it, webhooks don't)
+    title: str | None = None  # a webhook's `subject`, e.g. "Inception (2010)"
+    seasons: tuple[int, ...] | None = None
     requested_at: datetime | None = None
     updated_at: datetime | None = None

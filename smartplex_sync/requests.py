@@ -1,22 +1,25 @@
-"""What a delivery asks each sync deployment to do: one typed parameter model per deployment.
+"""What a delivery asks each sync deployment to do, per Plex server. Pure: no I/O.
 
-Parsers build them, the dispatcher merges every request waiting for one deployment into one, and the
-flow takes the merged model as its only parameter (Prefect validates it). Pure: no I/O.
+A source parser reads a delivery into `SyncRequest`s: one *scope* each (`PlexScope`, `TautulliScope`,
+`SonarrScope`, `RadarrScope`, `OverseerrScope`), saying what to sync but not where. The gateway then
+attributes the delivery to a SmartPlex user and their Plex servers (`servers.id`), and the request becomes
+its deployment's parameters (`PlexLibrarySync`, ...): a scope per server. The dispatcher merges every
+request waiting for one deployment into one, and the flow takes the merged model as its `request`
+parameter (Prefect validates it).
 
-An empty scope means "everything", as a scheduled run asks: `PlexLibrarySync()` syncs every movie and
-show section, `SonarrSync()` reads every series from Sonarr.
+`servers=None` means every server, with the scope a scheduled run has (`Scope.everything()`): what a run
+started from the Prefect UI with default parameters does. A scope with nothing selected means everything
+too: `PlexScope()` syncs every movie and show section, `SonarrScope()` reads every series from Sonarr.
 
-Merging (`merge_requests`) is a union: sections, section types, rating keys, removal checks, series,
-movies and Overseerr requests of all the requests, the broadest mode and the widest Tautulli window. Where
-two deliveries name the same item (an Overseerr request approved, then available), the later delivery's
-known fields win; so `merge_requests` orders the requests by delivery (`Stamp`) before folding them, and
-the result depends only on what was asked, never on the order it was read in. No item is ever dropped,
-with one exception that is the point of it: a removal check (Sonarr/Radarr deleted an item) is dropped
-when a later delivery of the same merge imported the same item again (a delete, then a download: an
-upgrade).
-
-Older `webhook_log.sync_requests` rows stored plain dicts (`{"section_type": "movie"}`, `{"rating_key":
-"7"}`, `{"series": [{"id": 1, ...}]}`); every model still reads them.
+Merging (`merge_requests`) is a union, server by server: sections, section types, rating keys, removal
+checks, series, movies and Overseerr requests of all the requests, the broadest mode and the widest
+Tautulli window. Where two deliveries name the same item (an Overseerr request approved, then available),
+the later delivery's known fields win; so `merge_requests` orders the requests by delivery (`Stamp`)
+before folding them, and the result depends only on what was asked, never on the order it was read in.
+No item is ever dropped, with one exception that is the point of it: a removal check (Sonarr/Radarr
+deleted an item) is dropped when a later delivery of the same merge imported the same item again (a
+delete, then a download: an upgrade). Scopes of different servers never mix: a rating key of one server
+means nothing on another.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import dataclasses
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -33,27 +37,15 @@ from smartplex_sync.models import Action, ArrItem, ArrService, Deployment, Overs
 
 Mode = Literal["incremental", "full"]
 SectionType = Literal["movie", "show"]
+Trigger = Literal["webhook", "scheduled", "manual"]
+"""How a run came about; SmartPlex's `sync_events.trigger_type`."""
 DEFAULT_HISTORY_DAYS = 7
 """The Tautulli window of a scheduled run, and of a delivery that names no item."""
 
-Stamp = tuple[datetime, int, int]
+Stamp = tuple[datetime, str, int]
 """Orders requests by delivery: (received_at, webhook_log id, position in the delivery)."""
 
 T = TypeVar("T")
-
-
-class SyncParameters(BaseModel):
-    """Base of the parameter models: frozen, strict about unknown fields, and mergeable."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    deployment: ClassVar[Deployment]
-
-    def merge(self, later: Self) -> Self:
-        """The union of `self` and `later`; for an item both name, `later`'s known fields win."""
-        raise NotImplementedError
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 def _sorted_unique(values: Iterable[T]) -> list[T]:
@@ -72,6 +64,22 @@ def _union_by(key: Callable[[T], Hashable], earlier: Sequence[T], later: Sequenc
             else item
         )
     return [merged[k] for k in sorted(merged)]  # type: ignore[type-var]
+
+
+class Scope(BaseModel):
+    """What to sync on one server. Frozen, strict about unknown fields, mergeable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    deployment: ClassVar[Deployment]
+
+    def merge(self, later: Self) -> Self:
+        """The union of `self` and `later`; for an item both name, `later`'s known fields win."""
+        raise NotImplementedError
+
+    @classmethod
+    def everything(cls) -> Self:
+        """What a scheduled run syncs."""
+        return cls()
 
 
 class RemovalCheck(BaseModel):
@@ -135,15 +143,17 @@ def _canonical_checks(values: Iterable[RemovalCheck]) -> list[RemovalCheck]:
     return sorted(set(values), key=lambda check: check.model_dump_json())
 
 
-class PlexLibrarySync(SyncParameters):
-    """Plex library → media_items: sections (by id or by type, or all of them) and single items.
+class PlexScope(Scope):
+    """Plex library → media_items on one server: sections (by id or by type, or all of them) and single
+    items.
 
     `mode` applies to the sections: `incremental` lists what changed since the section's watermark,
     `full` lists everything and removes what Plex no longer has. `rating_keys` are synced item by item
     (with their seasons and episodes), in one request for all of them. `removal_checks` (Sonarr/Radarr
     deleted these items) ask Plex about each and remove the rows it no longer has, after the rest of the
     run. `imported` names what Sonarr/Radarr downloads imported: nothing is done with it but the merge,
-    which drops the removal checks of earlier deliveries that these imports brought back.
+    which drops the removal checks of earlier deliveries that these imports brought back. Selecting
+    nothing (no section, type, key or check) selects every section.
     """
 
     deployment: ClassVar[Deployment] = Deployment.PLEX_LIBRARY_SYNC
@@ -161,30 +171,13 @@ class PlexLibrarySync(SyncParameters):
 
     @model_validator(mode="before")
     @classmethod
-    def _read(cls, data: Any) -> Any:
-        """Older rows' `section_type` / `rating_key`; nothing selected means every section."""
+    def _nothing_means_everything(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = dict(data)
-        section_types = list(data.pop("section_types", None) or [])
-        if (section_type := data.pop("section_type", None)) is not None:
-            section_types.append(section_type)
-        rating_keys = [str(k) for k in data.pop("rating_keys", None) or []]
-        if (rating_key := data.pop("rating_key", None)) is not None:
-            rating_keys.append(str(rating_key))
-        section_ids = list(data.pop("section_ids", None) or [])
-        everything = bool(data.pop("all_sections", False)) or not (
-            section_ids or section_types or rating_keys or data.get("removal_checks")
-        )
-        if everything:
-            section_ids, section_types = [], []
-        return {
-            **data,
-            "all_sections": everything,
-            "section_ids": section_ids,
-            "section_types": section_types,
-            "rating_keys": rating_keys,
-        }
+        selected = ("section_ids", "section_types", "rating_keys", "removal_checks")
+        if data.get("all_sections") or not any(data.get(name) for name in selected):
+            return {**data, "all_sections": True, "section_ids": [], "section_types": []}
+        return data
 
     @field_validator("section_ids", "section_types", "rating_keys")
     @classmethod
@@ -196,10 +189,14 @@ class PlexLibrarySync(SyncParameters):
     def _canonical_checks(cls, values: list[RemovalCheck]) -> list[RemovalCheck]:
         return _canonical_checks(values)
 
-    def merge(self, later: PlexLibrarySync) -> PlexLibrarySync:
+    @classmethod
+    def everything(cls) -> PlexScope:
+        return cls(mode="full")
+
+    def merge(self, later: PlexScope) -> PlexScope:
         """The union; `later`'s imports cancel `self`'s removal checks of the same item (never the
         reverse: an item deleted after it was imported is deleted)."""
-        return PlexLibrarySync(
+        return PlexScope(
             mode="full" if "full" in (self.mode, later.mode) else "incremental",
             all_sections=self.all_sections or later.all_sections,
             section_ids=[*self.section_ids, *later.section_ids],
@@ -213,6 +210,10 @@ class PlexLibrarySync(SyncParameters):
     def syncs_sections(self) -> bool:
         return self.all_sections or bool(self.section_ids or self.section_types)
 
+    @property
+    def mode_label(self) -> str:
+        return self.mode if self.syncs_sections else "item" if self.rating_keys else "removal"
+
 
 def _broadest_window(first: int | None, second: int | None) -> int | None:
     """Days of history: None asks for no window, 0 for all history, otherwise the larger wins."""
@@ -221,8 +222,8 @@ def _broadest_window(first: int | None, second: int | None) -> int | None:
     return 0 if 0 in (first, second) else max(first, second)
 
 
-class TautulliSync(SyncParameters):
-    """Tautulli history → watch_history and play totals: a window of days, and single items.
+class TautulliScope(Scope):
+    """Tautulli history → watch_history and play totals on one server: a window of days, and single items.
 
     `days` 0 is all history (a first backfill); None asks for no window. `rating_keys` fetch every play of
     those items in one request. With neither, the last DEFAULT_HISTORY_DAYS days.
@@ -234,39 +235,30 @@ class TautulliSync(SyncParameters):
 
     @model_validator(mode="before")
     @classmethod
-    def _read(cls, data: Any) -> Any:
-        """Older rows' `rating_key`; asking for nothing means the default window."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        rating_keys = [str(k) for k in data.pop("rating_keys", None) or []]
-        if (rating_key := data.pop("rating_key", None)) is not None:
-            rating_keys.append(str(rating_key))
-        if data.get("days") is None and not rating_keys:
-            data["days"] = DEFAULT_HISTORY_DAYS
-        return {**data, "rating_keys": rating_keys}
+    def _nothing_means_the_default_window(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("days") is None and not data.get("rating_keys"):
+            return {**data, "days": DEFAULT_HISTORY_DAYS}
+        return data
 
     @field_validator("rating_keys")
     @classmethod
     def _canonical(cls, values: list[str]) -> list[str]:
         return _sorted_unique(values)
 
-    def merge(self, later: TautulliSync) -> TautulliSync:
-        return TautulliSync(
+    def merge(self, later: TautulliScope) -> TautulliScope:
+        return TautulliScope(
             days=_broadest_window(self.days, later.days), rating_keys=[*self.rating_keys, *later.rating_keys]
         )
 
-
-def _read_arr_items(service: str, items: Any) -> Any:
-    """Older rows named items `{"id", "title", "tvdb_id", ...}`; today's are ArrItems."""
-    if not isinstance(items, list):
-        return items
-    read = []
-    for item in items:
-        if isinstance(item, dict) and "arr_id" not in item and "id" in item:
-            item = {"service": service, "arr_id": item["id"], **{k: v for k, v in item.items() if k != "id"}}
-        read.append(item)
-    return read
+    @property
+    def label(self) -> str:
+        parts = []
+        if self.days is not None:
+            parts.append(f"last {self.days} days" if self.days else "all history")
+        if self.rating_keys:
+            shown = ", ".join(self.rating_keys[:5]) + (" …" if len(self.rating_keys) > 5 else "")
+            parts.append(f"{len(self.rating_keys)} items ({shown})")
+        return " and ".join(parts)
 
 
 def _arr_key(item: ArrItem) -> int:
@@ -282,18 +274,11 @@ def _merge_items(
     return _union_by(key, earlier, later)
 
 
-class _ArrSync(SyncParameters):
+class _ArrScope(Scope):
     """What sonarr-sync and radarr-sync share: one list of ArrItems (named `ITEMS`), None for everything."""
 
     ITEMS: ClassVar[str]
     SERVICE: ClassVar[ArrService]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read(cls, data: Any) -> Any:
-        if isinstance(data, dict) and cls.ITEMS in data:
-            return {**data, cls.ITEMS: _read_arr_items(cls.SERVICE, data[cls.ITEMS])}
-        return data
 
     @field_validator("*")
     @classmethod
@@ -308,7 +293,7 @@ class _ArrSync(SyncParameters):
         return type(self)(**{self.ITEMS: _merge_items(self.items, later.items, _arr_key)})
 
 
-class SonarrSync(_ArrSync):
+class SonarrScope(_ArrScope):
     """Sonarr series → arr_items and media_items' sonarr_series_id: the series webhooks named (Sonarr is not
     called), or with `series` None every series Sonarr has."""
 
@@ -318,7 +303,7 @@ class SonarrSync(_ArrSync):
     series: list[ArrItem] | None = Field(None, description="None: every series Sonarr has.")
 
 
-class RadarrSync(_ArrSync):
+class RadarrScope(_ArrScope):
     """Radarr movies → arr_items and media_items' radarr_movie_id: the movies webhooks named (Radarr is not
     called), or with `movies` None every movie Radarr has."""
 
@@ -332,42 +317,114 @@ def _request_key(request: OverseerrRequest) -> int:
     return request.request_id
 
 
-class OverseerrSync(SyncParameters):
-    """Overseerr requests → overseerr_requests: the requests webhooks named, with what they told (Overseerr
-    is not called), or with `requests` None every request Overseerr has."""
+class OverseerrScope(Scope):
+    """Overseerr requests → SmartPlex's overseerr_requests: the requests webhooks named, with what they
+    told (Overseerr is not called), or with `requests` None every request Overseerr has."""
 
     deployment: ClassVar[Deployment] = Deployment.OVERSEERR_SYNC
     requests: list[OverseerrRequest] | None = Field(None, description="None: every request Overseerr has.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read(cls, data: Any) -> Any:
-        """Older rows could leave `status` out; the flow read that as PENDING."""
-        if isinstance(data, dict) and isinstance(data.get("requests"), list):
-            requests = [
-                {**r, "status": str(r.get("status") or "PENDING").upper()} if isinstance(r, dict) else r
-                for r in data["requests"]
-            ]
-            return {**data, "requests": requests}
-        return data
 
     @field_validator("requests")
     @classmethod
     def _canonical(cls, values: list[OverseerrRequest] | None) -> list[OverseerrRequest] | None:
         return None if values is None else _union_by(_request_key, [], values)
 
-    def merge(self, later: OverseerrSync) -> OverseerrSync:
-        return OverseerrSync(requests=_merge_items(self.requests, later.requests, _request_key))
+    def merge(self, later: OverseerrScope) -> OverseerrScope:
+        return OverseerrScope(requests=_merge_items(self.requests, later.requests, _request_key))
 
 
-PARAMETERS: dict[Deployment, type[SyncParameters]] = {
-    model.deployment: model
-    for model in (PlexLibrarySync, TautulliSync, SonarrSync, RadarrSync, OverseerrSync)
+S = TypeVar("S", bound=Scope)
+
+
+class SyncParameters(BaseModel, Generic[S]):
+    """A sync deployment's parameters: what to sync on each Plex server (`servers`, by `servers.id`), or
+    `None`: every server, everything (`Scope.everything()`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    deployment: ClassVar[Deployment]
+    SCOPE: ClassVar[type[Scope]]
+    servers: dict[UUID, S] | None = Field(
+        None, description="What to sync on each Plex server (SmartPlex's servers.id); null: every server."
+    )
+
+    @field_validator("servers")
+    @classmethod
+    def _in_order(cls, servers: dict[UUID, S] | None) -> dict[UUID, S] | None:
+        return None if servers is None else dict(sorted(servers.items()))
+
+    @classmethod
+    def on(cls, server_ids: Iterable[UUID], scope: Scope) -> Self:
+        """`scope` on each of these servers."""
+        if not isinstance(scope, cls.SCOPE):
+            raise TypeError(f"{cls.__name__} takes a {cls.SCOPE.__name__}, not {type(scope).__name__}")
+        return cls(servers=dict.fromkeys(server_ids, scope))
+
+    @classmethod
+    def scheduled(cls, server_ids: Iterable[UUID]) -> Self:
+        """What a scheduled run of these servers syncs."""
+        return cls.on(server_ids, cls.SCOPE.everything())
+
+    def merge(self, later: Self) -> Self:
+        """Server by server, the union of both (None, every server and everything, absorbs the rest)."""
+        if self.servers is None or later.servers is None:
+            return type(self)(servers=None)
+        merged = dict(self.servers)
+        for server_id, scope in later.servers.items():
+            merged[server_id] = merged[server_id].merge(scope) if server_id in merged else scope
+        return type(self)(servers=merged)
+
+    def scope_for(self, server_id: UUID) -> S:
+        """The scope of one server (every server's is everything when `servers` is None)."""
+        if self.servers is None:
+            return self.SCOPE.everything()  # type: ignore[return-value]
+        return self.servers[server_id]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class PlexLibrarySync(SyncParameters[PlexScope]):
+    """plex-library-sync's parameters: a `PlexScope` per server."""
+
+    deployment: ClassVar[Deployment] = Deployment.PLEX_LIBRARY_SYNC
+    SCOPE: ClassVar[type[Scope]] = PlexScope
+
+
+class TautulliSync(SyncParameters[TautulliScope]):
+    """tautulli-sync's parameters: a `TautulliScope` per server."""
+
+    deployment: ClassVar[Deployment] = Deployment.TAUTULLI_SYNC
+    SCOPE: ClassVar[type[Scope]] = TautulliScope
+
+
+class SonarrSync(SyncParameters[SonarrScope]):
+    """sonarr-sync's parameters: a `SonarrScope` per server."""
+
+    deployment: ClassVar[Deployment] = Deployment.SONARR_SYNC
+    SCOPE: ClassVar[type[Scope]] = SonarrScope
+
+
+class RadarrSync(SyncParameters[RadarrScope]):
+    """radarr-sync's parameters: a `RadarrScope` per server."""
+
+    deployment: ClassVar[Deployment] = Deployment.RADARR_SYNC
+    SCOPE: ClassVar[type[Scope]] = RadarrScope
+
+
+class OverseerrSync(SyncParameters[OverseerrScope]):
+    """overseerr-sync's parameters: an `OverseerrScope` per server."""
+
+    deployment: ClassVar[Deployment] = Deployment.OVERSEERR_SYNC
+    SCOPE: ClassVar[type[Scope]] = OverseerrScope
+
+
+PARAMETERS: dict[Deployment, type[SyncParameters[Any]]] = {
+    model.deployment: model for model in (PlexLibrarySync, TautulliSync, SonarrSync, RadarrSync, OverseerrSync)
 }
-"""The parameter model of every deployment a webhook can ask for."""
+"""The parameter model of every sync deployment."""
 
 
-def merge_requests(requests: Iterable[tuple[Stamp, SyncParameters]]) -> SyncParameters:
+def merge_requests(requests: Iterable[tuple[Stamp, SyncParameters[Any]]]) -> SyncParameters[Any]:
     """One deployment's requests as one: folded in delivery order, so later deliveries win per item."""
     ordered = sorted(requests, key=lambda stamped: stamped[0])
     if not ordered:
@@ -382,11 +439,27 @@ def merge_requests(requests: Iterable[tuple[Stamp, SyncParameters]]) -> SyncPara
 
 @dataclass(frozen=True)
 class SyncRequest:
-    """One deployment run a delivery asks for. `wait_for_plex_scan` holds it back
-    SMARTPLEX_PLEX_SCAN_GRACE_SECONDS: Sonarr and Radarr post `Download` as soon as a file is imported, and
-    Plex lists it only after its own scan."""
+    """One deployment run a delivery asks for, before it is attributed to servers. `wait_for_plex_scan`
+    holds it back SMARTPLEX_PLEX_SCAN_GRACE_SECONDS: Sonarr and Radarr post `Download` as soon as a file
+    is imported, and Plex lists it only after its own scan."""
 
-    parameters: SyncParameters
+    scope: Scope
+    wait_for_plex_scan: bool = False
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.scope.deployment
+
+    def on(self, server_ids: Iterable[UUID]) -> ScopedRequest:
+        """This request, on these servers."""
+        return ScopedRequest(PARAMETERS[self.deployment].on(server_ids, self.scope), self.wait_for_plex_scan)
+
+
+@dataclass(frozen=True)
+class ScopedRequest:
+    """A request attributed to its servers: the deployment's parameters, as queued and run."""
+
+    parameters: SyncParameters[Any]
     wait_for_plex_scan: bool = False
 
     @property
@@ -400,16 +473,11 @@ class SyncRequest:
             "wait_for_plex_scan": self.wait_for_plex_scan,
         }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SyncRequest:
-        """Today's rows and older ones (plain parameter dicts, a `coalesce` flag that is now ignored)."""
-        model = PARAMETERS[Deployment(data["deployment"])]
-        return cls(model.model_validate(data.get("parameters") or {}), bool(data.get("wait_for_plex_scan")))
-
 
 @dataclass(frozen=True)
 class ParsedDelivery:
-    """What a source made of one delivery: its event name and the syncs it asks for.
+    """What a source made of one delivery: its event name, the syncs it asks for, and the Plex server it
+    names (`server_hint`: Plex's `Server.uuid`, Tautulli's `server_machine_id`), if any.
 
     `action` is set when it asks for none (ignored, recorded only, a test event).
     """
@@ -418,6 +486,7 @@ class ParsedDelivery:
     requests: tuple[SyncRequest, ...] = ()
     action: Action | None = None
     note: str | None = None
+    server_hint: str | None = None
 
     def __post_init__(self) -> None:
         if not self.requests and self.action is None:

@@ -1,51 +1,61 @@
-"""`sync_schedule` ↔ Prefect deployment schedules.
+"""SmartPlex's `sync_schedule` ↔ Prefect deployment schedules, row by row.
 
-Prefect's deployment schedules are the truth: they are what makes runs happen. `sync_schedule` mirrors
-them (enabled = the schedule is active, interval_hours, next_run_at) plus each deployment's run history
-(last_run_at, last_status, last_error, run_count), and an admin's SQL edit of `enabled` or
-`interval_hours` (the seed guide's `UPDATE sync_schedule ...`) is carried over to Prefect.
+Each row becomes a schedule of its service's deployment (`plex-library-sync` for `plex` ...), with the slug
+`sync-schedule-<row id>` naming the row for its life, and parameters scoped to the row's servers: its
+user's (SmartPlex's per-user table, migration 006) or every server (005's global table). The parameters
+follow the servers (a server added to SmartPlex joins its user's schedules within one pass); a row whose
+user has no server yet has no schedule. Missing default rows are added first (`seed_defaults`): Plex every
+12 h, Tautulli every 6 h, Sonarr, Radarr and Overseerr present but paused.
 
-Which side changed is told by `synced_enabled` / `synced_interval_hours`: what both sides held after the
-last mirror. Each field is decided on its own, so an SQL interval change and a pause in the UI both survive:
+Prefect's schedules are what makes runs happen; the row mirrors its schedule (enabled = active,
+interval_hours) and the runs of its service for its servers (last_run_at, last_status, last_error,
+run_count from the `sync_events` rows the flows write; next_run_at from the schedule), and an admin's SQL
+edit of `enabled` or `interval_hours` (the guide's `UPDATE sync_schedule ...`) is carried over to Prefect.
 
+Which side changed is told by what both held after the last mirror (our `schedule_mirror` table, never
+SmartPlex's columns). Each field is decided on its own, so an SQL interval change and a pause in the UI
+both survive:
 - neither side changed: nothing to do;
-- only Prefect changed (UI, `prefect deployment schedule pause|resume|create`, a new `prefect deploy`):
-  the table follows;
-- only the table changed: Prefect is updated, then the table records the value as synced;
-- both changed, to different values (a conflict): **Prefect wins** in the mirror loop. It is the truth, its
-  value is the one already scheduling runs, and an unattended loop must never undo what someone did in
-  Prefect's UI; the overridden SQL edit is reported. `smartplex-sync schedules apply` is an admin asking
-  for the table's values explicitly, so there **the table wins**;
-- never mirrored (`synced_*` NULL): the table cannot tell an edit from the seed, so Prefect wins in the
-  loop; `schedules apply` pushes the table;
-- right after `prefect deploy --all` (every `make run`), which resets every schedule to prefect.yaml's
-  defaults: that reset is nobody's edit, so the table is pushed as it is (`mirror_once(restore=True)`),
-  and a stack restarted on the same data keeps its schedules.
+- only Prefect changed (UI, `prefect deployment schedule pause|resume`): the row follows;
+- only the row changed: Prefect is updated, then the row records the value as synced;
+- both changed, to different values (a conflict): **Prefect wins** in the mirror loop (its value is the
+  one already scheduling runs, and an unattended loop must never undo what someone did in Prefect's UI);
+  the overridden SQL edit is reported. `smartplex-sync schedules apply` is an admin asking for the table's
+  values explicitly, so there **the table wins**;
+- never mirrored: a schedule is created from the row (or, when Prefect already has one under its slug,
+  Prefect wins in the loop and the table wins in `schedules apply`).
+A row's schedule deleted in Prefect is created again from the row: delete the row, or set `enabled =
+false`, to stop it. A schedule with our slug prefix whose row is gone is deleted; schedules of other
+names are left alone and reported.
 
 The row is written compare-and-set (`store.schedules.write_mirror`), so an UPDATE made while a mirror runs
 is not lost: it is picked up on the next one.
-
-The mirrored schedule of a deployment is the one with the slug `prefect.yaml` gives it; when that is gone
-(`prefect deployment schedule create --replace`), the newest interval schedule. Cron and rrule schedules
-have no interval: the table keeps its own. A deployment without any schedule counts as disabled; enabling
-it (or changing its interval) from the table creates the schedule again under its slug.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from uuid import UUID
 
-import yaml
 from sqlalchemy import Engine
 
-from smartplex_sync.models import Deployment
-from smartplex_sync.store.schedules import RunHistory, ScheduleRow, read_schedules, write_mirror
+from smartplex_sync.models import SCHEDULED_SERVICES, Deployment, Source
+from smartplex_sync.requests import PARAMETERS
+from smartplex_sync.store.accounts import servers_of
+from smartplex_sync.store.engine import utcnow
+from smartplex_sync.store.schedules import (
+    RunHistory,
+    ScheduleRow,
+    read_schedules,
+    run_history,
+    seed_defaults,
+    write_mirror,
+)
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -53,36 +63,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
-MIN_HOURS, MAX_HOURS = 1, 168  # the CHECK on sync_schedule.interval_hours
+MIN_HOURS, MAX_HOURS = 1, 168  # SmartPlex's CHECK on sync_schedule.interval_hours
+SLUG_PREFIX = "sync-schedule-"
 
 T = TypeVar("T", bool, int)
 V = TypeVar("V")
 
 
 # ---------------------------------------------------------------------------------------------- pure logic
-
-
-@dataclass(frozen=True)
-class DefaultSchedule:
-    """A deployment's schedule as `prefect.yaml` declares it."""
-
-    slug: str | None
-    interval_seconds: float
-    active: bool
-
-
-def load_defaults(text: str) -> dict[str, DefaultSchedule]:
-    """Deployment name → its first schedule, from the text of `prefect.yaml`."""
-    defaults = {}
-    for deployment in yaml.safe_load(text).get("deployments") or []:
-        schedules = deployment.get("schedules") or []
-        if schedules and "interval" in schedules[0]:
-            first = schedules[0]
-            defaults[deployment["name"]] = DefaultSchedule(
-                first.get("slug"), float(first["interval"]), bool(first.get("active", True))
-            )
-    return defaults
 
 
 def hours_from_seconds(seconds: float) -> int:
@@ -97,17 +85,10 @@ class FieldDecision(Generic[V]):
     conflict: bool = False  # both sides had changed
 
 
-def merge_field(
-    table: T, synced: T | None, prefect: T | None, *, prefer_table: bool, restore: bool = False
-) -> FieldDecision[T]:
-    """The rule of the module docstring for one field. `prefect` None: Prefect has no such value (cron).
-
-    `restore`: Prefect's value is `prefect.yaml`'s default, put back by a `prefect deploy`, not anybody's
-    edit, so the table (the last agreed value, or an admin's newer SQL edit) is pushed as it is."""
+def merge_field(table: T, synced: T | None, prefect: T | None, *, prefer_table: bool) -> FieldDecision[T]:
+    """The rule of the module docstring for one field. `prefect` None: Prefect has no such value (cron)."""
     if table == prefect:
         return FieldDecision(table)
-    if restore:
-        return FieldDecision(table, push=True)
     if synced is None:
         if prefer_table:
             return FieldDecision(table, push=True)
@@ -137,18 +118,10 @@ class Decision:
         return self.enabled.push or self.interval_hours.push
 
 
-def reconcile(
-    row: ScheduleRow,
-    prefect_enabled: bool,
-    prefect_hours: int | None,
-    *,
-    prefer_table: bool,
-    restore: bool = False,
-) -> Decision:
-    options = {"prefer_table": prefer_table, "restore": restore}
+def reconcile(row: ScheduleRow, prefect_enabled: bool, prefect_hours: int | None, *, prefer_table: bool) -> Decision:
     return Decision(
-        merge_field(row.enabled, row.synced_enabled, prefect_enabled, **options),
-        merge_field(row.interval_hours, row.synced_interval_hours, prefect_hours, **options),
+        merge_field(row.enabled, row.synced_enabled, prefect_enabled, prefer_table=prefer_table),
+        merge_field(row.interval_hours, row.synced_interval_hours, prefect_hours, prefer_table=prefer_table),
     )
 
 
@@ -170,95 +143,58 @@ def describe(row: ScheduleRow, decision: Decision) -> tuple[list[str], list[str]
     return changes, conflicts
 
 
+def schedule_parameters(service: str, server_ids: list[uuid.UUID]) -> dict[str, Any]:
+    """A row's schedule parameters: a scheduled run of these servers."""
+    deployment = SCHEDULED_SERVICES[Source(service)]
+    return {"request": PARAMETERS[deployment].scheduled(server_ids).to_json(), "trigger": "scheduled"}
+
+
+def next_occurrence(anchor: datetime, interval: timedelta, now: datetime) -> datetime:
+    """The first `anchor + k * interval` after `now` (how an interval schedule fires, in UTC)."""
+    if now < anchor:
+        return anchor
+    steps = math.floor((now - anchor) / interval) + 1
+    return anchor + steps * interval
+
+
 # ------------------------------------------------------------------------------------------- Prefect side
 
 
 @dataclass(frozen=True)
 class PrefectSide:
-    """A deployment as Prefect has it: its id, its mirrored schedule (None: no schedule) and how many more."""
+    """A row's schedule as Prefect has it (None: no schedule with its slug)."""
 
-    deployment_id: UUID
+    deployment_id: uuid.UUID
     schedule: DeploymentSchedule | None
-    other_schedules: int
 
     @property
     def active(self) -> bool:
         return self.schedule is not None and self.schedule.active
 
     @property
-    def interval_seconds(self) -> float | None:
-        interval = getattr(self.schedule.schedule, "interval", None) if self.schedule else None
-        return interval.total_seconds() if interval is not None else None
+    def interval(self) -> timedelta | None:
+        return getattr(self.schedule.schedule, "interval", None) if self.schedule else None
 
     @property
     def interval_hours(self) -> int | None:
-        seconds = self.interval_seconds
-        return None if seconds is None else hours_from_seconds(seconds)
+        interval = self.interval
+        return None if interval is None else hours_from_seconds(interval.total_seconds())
 
-
-def pick_schedule(schedules: list[DeploymentSchedule], slug: str | None) -> DeploymentSchedule | None:
-    """The schedule `sync_schedule` mirrors: ours by slug, else the newest interval one, else the newest."""
-    for schedule in schedules:
-        if slug is not None and schedule.slug == slug:
-            return schedule
-    newest = sorted(schedules, key=lambda s: s.created or 0, reverse=True)
-    with_interval = [s for s in newest if hasattr(s.schedule, "interval")]
-    return (with_interval or newest or [None])[0]
-
-
-async def read_prefect_side(client: PrefectClient, deployment: Deployment, slug: str | None) -> PrefectSide:
-    """Raises prefect.exceptions.ObjectNotFound when the deployment does not exist."""
-    found = await client.read_deployment_by_name(deployment.full_name)
-    picked = pick_schedule(list(found.schedules), slug)
-    return PrefectSide(found.id, picked, len(found.schedules) - (picked is not None))
-
-
-async def read_history(client: PrefectClient, deployment_id: UUID) -> RunHistory:
-    """Next scheduled run, the last run that started (its state and, when it failed, why) and the count."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterDeploymentId,
-        FlowRunFilterStartTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    of_deployment = FlowRunFilterDeploymentId(any_=[deployment_id])
-    started = FlowRunFilter(deployment_id=of_deployment, start_time=FlowRunFilterStartTime(is_null_=False))
-    scheduled = FlowRunFilter(
-        deployment_id=of_deployment,
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-    )
-    last_runs = await client.read_flow_runs(
-        flow_run_filter=started, sort=FlowRunSort.START_TIME_DESC, limit=1
-    )
-    upcoming = await client.read_flow_runs(
-        flow_run_filter=scheduled, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1
-    )
-    history = RunHistory(
-        next_run_at=upcoming[0].expected_start_time if upcoming else None,
-        run_count=await client.count_flow_runs(flow_run_filter=started),
-    )
-    if not last_runs:
-        return history
-    last = last_runs[0]
-    state = last.state
-    failed = state is not None and state.type in (StateType.FAILED, StateType.CRASHED)
-    return RunHistory(
-        next_run_at=history.next_run_at,
-        run_count=history.run_count,
-        last_run_at=last.start_time,
-        last_status=state.name if state else None,
-        last_error=(state.message or state.name) if failed and state else None,
-    )
+    def next_run_at(self, now: datetime) -> datetime | None:
+        anchor = getattr(self.schedule.schedule, "anchor_date", None) if self.schedule else None
+        if not self.active or anchor is None or self.interval is None:
+            return None
+        return next_occurrence(anchor, self.interval, now)
 
 
 async def push_schedule(
-    client: PrefectClient, side: PrefectSide, decision: Decision, default: DefaultSchedule | None
+    client: PrefectClient,
+    side: PrefectSide,
+    row: ScheduleRow,
+    decision: Decision,
+    parameters: dict[str, Any],
 ) -> None:
-    """Make Prefect hold the decided values: update the mirrored schedule, or create it again."""
+    """Make Prefect hold the decided values and the row's parameters: create the schedule, or update it."""
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.schedules import IntervalSchedule
 
@@ -267,7 +203,8 @@ async def push_schedule(
         new = DeploymentScheduleCreate(
             schedule=IntervalSchedule(interval=interval),
             active=decision.enabled.value,
-            slug=default.slug if default else None,
+            slug=row.slug,
+            parameters=parameters,
         )
         await client.create_deployment_schedules(side.deployment_id, [new])
         return
@@ -286,6 +223,7 @@ async def push_schedule(
         side.schedule.id,
         active=decision.enabled.value if decision.enabled.push else None,
         schedule=schedule,
+        parameters=parameters if side.schedule.parameters != parameters else None,
     )
 
 
@@ -293,18 +231,24 @@ async def push_schedule(
 
 
 @dataclass(frozen=True)
-class ServiceOutcome:
-    service: str
+class RowOutcome:
+    row: ScheduleRow
     deployment: str
     changes: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
+    @property
+    def label(self) -> str:
+        owner = f"user {self.row.user_id}" if self.row.user_id else "every server"
+        return f"{self.row.service} ({self.deployment}, {owner})"
+
 
 @dataclass(frozen=True)
 class MirrorReport:
-    outcomes: list[ServiceOutcome]
+    outcomes: list[RowOutcome]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -312,7 +256,7 @@ class MirrorReport:
 
     def lines(self, *, quiet: bool = False) -> list[str]:
         """One line per change, conflict, note or error; with `quiet`, nothing for rows left as they were."""
-        lines = []
+        lines = list(self.notes)
         for outcome in self.outcomes:
             items = [
                 *outcome.changes,
@@ -322,69 +266,112 @@ class MirrorReport:
             ]
             if not items and not quiet:
                 items = ["in sync"]
-            lines.extend(f"{outcome.service} ({outcome.deployment}): {item}" for item in items)
+            lines.extend(f"{outcome.label}: {item}" for item in items)
         return lines
 
 
-async def _mirror_row(
-    engine: Engine,
-    client: PrefectClient,
-    row: ScheduleRow,
-    defaults: dict[str, DefaultSchedule],
-    prefer_table: bool,
-    restore: bool,
-) -> ServiceOutcome:
-    from prefect.exceptions import ObjectNotFound
+def _servers_of_row(engine: Engine, row: ScheduleRow) -> list[uuid.UUID]:
+    with engine.connect() as conn:
+        return servers_of(conn, None if row.user_id is None else [row.user_id])
 
-    try:
-        deployment = Deployment(row.deployment)
-    except ValueError:
-        return ServiceOutcome(row.service, row.deployment, error="not a deployment of prefect.yaml")
-    default = defaults.get(deployment.value)
-    try:
-        side = await read_prefect_side(client, deployment, default.slug if default else None)
-    except ObjectNotFound:
-        return ServiceOutcome(
-            row.service,
-            row.deployment,
-            error=f"{deployment.full_name} is not deployed: run `prefect --no-prompt deploy --all`",
-        )
-    decision = reconcile(row, side.active, side.interval_hours, prefer_table=prefer_table, restore=restore)
-    changes, conflicts = describe(row, decision)
+
+async def _mirror_row(
+    engine: Engine, client: PrefectClient, row: ScheduleRow, deployment_id: uuid.UUID, schedule: Any, prefer_table: bool
+) -> RowOutcome:
+    deployment = SCHEDULED_SERVICES[Source(row.service)]
+    side = PrefectSide(deployment_id, schedule)
+    server_ids = await asyncio.to_thread(_servers_of_row, engine, row)
     notes = []
-    if side.other_schedules:
-        notes.append(f"{side.other_schedules} more schedule(s) in Prefect that sync_schedule does not mirror")
-    if side.schedule is not None and side.interval_hours is None:
-        notes.append("Prefect schedule is not an interval: interval_hours left as it is")
-    if decision.push:
-        await push_schedule(client, side, decision, default)
-    history = await read_history(client, side.deployment_id)
+    if not server_ids:
+        if side.schedule is not None:
+            await client.delete_deployment_schedule(deployment_id, side.schedule.id)
+        notes.append("no Plex server in SmartPlex: no schedule")
+        decision = Decision(FieldDecision(row.enabled), FieldDecision(row.interval_hours))
+        side = PrefectSide(deployment_id, None)
+    else:
+        decision = reconcile(row, side.active, side.interval_hours, prefer_table=prefer_table)
+        if side.schedule is None:  # never mirrored, or deleted in Prefect: made from the row again
+            decision = Decision(
+                FieldDecision(decision.enabled.value, push=True),
+                FieldDecision(decision.interval_hours.value, push=True),
+            )
+        if side.schedule is not None and side.interval is None:
+            notes.append("Prefect schedule is not an interval: interval_hours left as it is")
+        parameters = schedule_parameters(row.service, server_ids)
+        if decision.push or side.schedule is None or side.schedule.parameters != parameters:
+            await push_schedule(client, side, row, decision, parameters)
+    changes, conflicts = describe(row, decision)
+    if side.schedule is None and server_ids:
+        changes = [f"schedule {row.slug} created"]
+    history = await asyncio.to_thread(run_history, engine, row.service, row.user_id)
+    next_run = side.next_run_at(utcnow()) if side.schedule is not None else None
+    if side.schedule is None and server_ids and decision.enabled.value:
+        next_run = utcnow() + timedelta(hours=decision.interval_hours.value)
     written = await asyncio.to_thread(
         write_mirror,
         engine,
         row,
         enabled=decision.enabled.value,
         interval_hours=decision.interval_hours.value,
-        history=history,
+        history=RunHistory(
+            next_run_at=next_run,
+            last_run_at=history.last_run_at,
+            last_status=history.last_status,
+            last_error=history.last_error,
+            run_count=history.run_count,
+        ),
     )
     if not written:
         notes.append("row edited while mirroring: taken up next time")
-    return ServiceOutcome(row.service, row.deployment, changes, conflicts, notes)
+    return RowOutcome(row, deployment.value, changes, conflicts, notes)
 
 
-async def mirror_once(
-    engine: Engine, client: PrefectClient, *, prefer_table: bool = False, restore: bool = False
-) -> MirrorReport:
+async def mirror_once(engine: Engine, client: PrefectClient, *, prefer_table: bool = False) -> MirrorReport:
     """One pass over every `sync_schedule` row (see the module docstring for the rule).
 
-    `prefer_table=True` is `smartplex-sync schedules apply`: the table wins conflicts. `restore=True` is
-    for right after `prefect deploy`, which resets every schedule to prefect.yaml's: the table wins outright.
-    """
+    `prefer_table=True` is `smartplex-sync schedules apply`: the table wins conflicts."""
+    from prefect.exceptions import ObjectNotFound
+
+    seeded = await asyncio.to_thread(seed_defaults, engine)
     rows = await asyncio.to_thread(read_schedules, engine)
-    defaults = load_defaults(PREFECT_YAML.read_text())
-    return MirrorReport(
-        [await _mirror_row(engine, client, row, defaults, prefer_table, restore) for row in rows]
-    )
+    notes = [f"{seeded} default sync_schedule rows added"] if seeded else []
+    outcomes = []
+    for deployment in sorted(set(SCHEDULED_SERVICES.values())):
+        mine = [row for row in rows if SCHEDULED_SERVICES[Source(row.service)] is deployment]
+        try:
+            found = await client.read_deployment_by_name(deployment.full_name)
+        except ObjectNotFound:
+            error = f"{deployment.full_name} is not deployed: run `prefect --no-prompt deploy --all`"
+            outcomes += [RowOutcome(row, deployment.value, error=error) for row in mine]
+            continue
+        by_slug = {schedule.slug: schedule for schedule in found.schedules if schedule.slug}
+        for row in mine:
+            try:
+                outcomes.append(
+                    await _mirror_row(engine, client, row, found.id, by_slug.get(row.slug), prefer_table)
+                )
+            except Exception as exc:  # one row's trouble (a refused update) is not the others'
+                outcomes.append(RowOutcome(row, deployment.value, error=str(exc)))
+        notes += await _drop_orphans(client, deployment, found.id, found.schedules, {row.slug for row in mine})
+    return MirrorReport(outcomes, notes)
+
+
+async def _drop_orphans(
+    client: PrefectClient, deployment: Deployment, deployment_id: uuid.UUID, schedules: list[Any], slugs: set[str]
+) -> list[str]:
+    """Delete the schedules of rows that are gone; report the schedules that are not ours."""
+    notes = []
+    others = 0
+    for schedule in schedules:
+        if schedule.slug and schedule.slug.startswith(SLUG_PREFIX):
+            if schedule.slug not in slugs:
+                await client.delete_deployment_schedule(deployment_id, schedule.id)
+                notes.append(f"{deployment.value}: schedule {schedule.slug} deleted (its sync_schedule row is gone)")
+        else:
+            others += 1
+    if others:
+        notes.append(f"{deployment.value}: {others} more schedule(s) in Prefect that sync_schedule does not mirror")
+    return notes
 
 
 async def run_mirror_loop(engine: Engine, interval_seconds: float = 30) -> None:

@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         description="Library syncs and removal checks asked for by Sonarr/Radarr wait this long for Plex's scan.",
     )
 
+    owner_email: str = Field(
+        "owner@smartplex-sync.local",
+        description="The SmartPlex user that the settings below create (or update) at start-up, and who owns "
+        "the Plex server and services they name. Webhooks with SMARTPLEX_WEBHOOK_TOKEN (or no token, from "
+        "this machine) are theirs.",
+    )
+    plex_server_name: str = Field("Plex", description="The name of that Plex server in SmartPlex.")
     plex_url: str | None = None
     plex_token: SecretStr | None = None
     tautulli_url: str | None = None

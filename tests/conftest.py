@@ -16,7 +16,9 @@ from deployments.processes import free_port, start_prefect_server, stop
 from simulators.demo import DemoWorld, build_world, create_demo_app, service_env
 from simulators.serving import serve_in_thread
 from smartplex_sync.migrate import migrate
+from smartplex_sync.settings import Settings
 from smartplex_sync.store import make_engine
+from smartplex_sync.store.accounts import configure
 from tests.support import prefect_stack
 from tests.support.postgres import postgres_cluster
 from tests.support.supabase import SupabaseLike, supabase_like
@@ -77,6 +79,11 @@ def engine(database_url: str) -> Iterator[Engine]:
 both_backends = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 
 
+def settings_of(env: dict[str, str]) -> dict[str, str]:
+    """SMARTPLEX_* variables as Settings' keyword arguments."""
+    return {key.removeprefix("SMARTPLEX_").lower(): value for key, value in env.items() if key.startswith("SMARTPLEX_")}
+
+
 @pytest.fixture(scope="session")
 def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `prefect server start` on loopback, with its own PREFECT_HOME; exported as PREFECT_API_URL."""
@@ -124,17 +131,16 @@ def prefect_deployments(
     """
     root = tmp_path_factory.mktemp("prefect-stack")
     database_url = f"sqlite:///{root / 'smartplex.db'}"
+    smartplex = {
+        "SMARTPLEX_DATABASE_URL": database_url,
+        "SMARTPLEX_DATA_DIR": str(root),
+        **service_env(demo_services[1]),
+    }
     engine = make_engine(database_url)
     migrate(engine)
+    configure(engine, Settings(**settings_of(smartplex)))  # the demo's server and services, as rows
     engine.dispose()
-    env = prefect_stack.stack_env(
-        prefect_api_url,
-        {
-            "SMARTPLEX_DATABASE_URL": database_url,
-            "SMARTPLEX_DATA_DIR": str(root),
-            **service_env(demo_services[1]),
-        },
-    )
+    env = prefect_stack.stack_env(prefect_api_url, smartplex)
     stack = prefect_stack.PrefectStack(prefect_api_url, env, database_url)
     prefect_stack.create_work_pool(env)
     prefect_stack.deploy(env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from sqlalchemy import Engine
 
-from flows._arr import RunReport
+from flows._arr import SHOWN_UNMATCHED, store_and_link
+from flows._runs import Part
 from flows.clients.overseerr import OverseerrClient, parse_request
 from flows.clients.radarr import RadarrClient, parse_movie
 from flows.clients.sonarr import SonarrClient, parse_series
@@ -25,6 +28,8 @@ from simulators.serving import serve_in_thread
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
 from smartplex_sync.models import ArrItem
 from smartplex_sync.settings import Settings
+from smartplex_sync.store.accounts import Integration, plex_servers
+from tests.support.factories import add_movie, owner_and_server
 from webhook_gateway.sources import parse
 
 
@@ -54,11 +59,39 @@ def test_request_parser_names_statuses_and_reads_4k_availability() -> None:
     assert parsed.requested_at is not None and parsed.requested_at.utcoffset() is not None
 
 
-def test_clients_from_settings_name_the_missing_variable() -> None:
-    with pytest.raises(ConfigurationError, match="SMARTPLEX_OVERSEERR_URL"):
-        OverseerrClient.from_settings(Settings(_env_file=None))
-    with pytest.raises(ConfigurationError, match="SMARTPLEX_SONARR_API_KEY"):
-        SonarrClient.from_settings(Settings(_env_file=None, sonarr_url="http://127.0.0.1:1"))
+def test_request_parser_reads_the_requester_id_and_the_seasons_of_a_tv_request() -> None:
+    movie, _, show = overseerr_sim.generate_requests(3)
+    parsed_movie, parsed_show = parse_request(movie), parse_request(show)
+    assert (parsed_movie.requested_by_id, parsed_movie.seasons) == (movie["requestedBy"]["id"], None)
+    assert parsed_show.seasons == tuple(s["seasonNumber"] for s in show["seasons"]) and parsed_show.seasons
+    assert parsed_show.requested_by_id == show["requestedBy"]["id"]
+    assert parsed_movie.title is None  # the API tells no title: never overwrites a webhook's subject
+    show["seasons"] = [
+        {"seasonNumber": 2},
+        {"seasonNumber": 0},
+        {"seasonNumber": "x"},
+        "3",
+        {"seasonNumber": 2},
+    ]
+    assert parse_request(show).seasons == (0, 2)  # 0 is the specials season
+    show["requestedBy"] = None
+    assert parse_request(show).requested_by_id is None
+
+
+def integration(service: str, url: str | None, api_key: str | None) -> Integration:
+    return Integration(uuid.uuid4(), uuid.uuid4(), None, service, service.capitalize(), url, api_key)
+
+
+def test_clients_for_an_integration_name_what_the_row_lacks() -> None:
+    settings = Settings(_env_file=None, http_timeout_seconds=5)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="overseerr integration 'Overseerr' has no url or api_key"):
+        OverseerrClient.for_integration(integration("overseerr", None, None), settings)
+    with pytest.raises(ConfigurationError, match="sonarr integration 'Sonarr' has no api_key"):
+        SonarrClient.for_integration(integration("sonarr", "http://127.0.0.1:1", None), settings)
+    with RadarrClient.for_integration(
+        integration("radarr", "http://radarr:7878/", "k3y"), settings
+    ) as client:
+        assert client.base_url == "http://radarr:7878" and client._http.timeout.read == 5
 
 
 def test_sonarr_and_radarr_clients_read_the_simulators() -> None:
@@ -190,12 +223,32 @@ def test_injected_failures_and_latency_are_counted() -> None:
     assert (failure.value.status_code, app.state.controls.requests_made) == (502, 2)
 
 
-def test_report_rows_list_a_bounded_number_of_unmatched_titles() -> None:
-    titles = [f"t{i}" for i in range(25)]
-    report = RunReport("radarr-sync", "/api/v3/movie", 30, 5, 25, 5, 1, 0.123, titles, {"removed": 0})
-    rows = {row["metric"]: row["value"] for row in report.rows()}
-    assert (rows["not in library"], rows["removed"], rows["seconds"]) == (25, 0, 0.12)
-    assert rows["not in library (titles)"].endswith("t19 … +5")
+def test_a_parts_artifact_row_lists_a_bounded_number_of_unmatched_titles(engine: Engine) -> None:
+    """What radarr-sync reports of one server: counts, and at most SHOWN_UNMATCHED titles not in Plex."""
+    _, server_id = owner_and_server(engine)
+    with engine.begin() as conn:
+        for tmdb_id in range(1, 6):
+            add_movie(conn, server_id, str(1000 + tmdb_id), tmdb_id=tmdb_id)
+        add_movie(conn, server_id, "2000")  # no tmdb id: Radarr cannot be matched to it
+        [server] = plex_servers(conn, [server_id])
+    movies = [ArrItem("radarr", i, f"t{i - 6}" if i > 5 else f"in plex {i}", tmdb_id=i) for i in range(1, 31)]
+    part = Part(server)
+    store_and_link(engine, part, "radarr", movies, full=False)
+    assert {
+        k: part.details[k] for k in ("received", "matched", "unmatched", "removed", "library_unlinked")
+    } == {
+        "received": 30,
+        "matched": 5,
+        "unmatched": 25,
+        "removed": 0,
+        "library_unlinked": 1,
+    }
+    assert part.details["media_items_updated"] == 5
+    (row,) = part.rows
+    shown = row["not in library"]
+    assert shown.startswith("t0, t1, ") and shown.endswith("t19 … +5")
+    assert shown.count(", ") == SHOWN_UNMATCHED - 1
+    assert (part.counts.discovered, part.counts.updated, part.counts.removed) == (30, 5, 0)
 
 
 FIXTURES = Path(__file__).parent / "fixtures"

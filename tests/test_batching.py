@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,13 +11,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartplex_sync.models import Deployment
-from smartplex_sync.requests import PlexLibrarySync, TautulliSync
+from smartplex_sync.requests import PlexLibrarySync, PlexScope, TautulliScope, TautulliSync
 from smartplex_sync.store.queue import QueuedRequest
 from webhook_gateway.batching import MAX_BATCH, Window, new_batch, plan_buckets, plan_merged
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 WINDOW = Window(quiet=2, max_wait=20)
 LIBRARY = Deployment.PLEX_LIBRARY_SYNC
+SERVER = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
+OTHER = uuid.UUID("00000000-0000-4000-8000-0000000000bb")
+
+
+def webhook_uuid(n: int) -> uuid.UUID:
+    """The n-th delivery's webhook_log id: its first 8 hex digits are n (they sort like the numbers)."""
+    return uuid.UUID(f"{n:08x}-0000-4000-8000-{n:012x}")
+
+
+def number(webhook_id: uuid.UUID) -> int:
+    """n of `webhook_uuid(n)`."""
+    return int(str(webhook_id)[:8], 16)
+
+
+def plex(scope: PlexScope, *servers: uuid.UUID) -> PlexLibrarySync:
+    return PlexLibrarySync.on(servers or (SERVER,), scope)
 
 
 def at(seconds: float) -> datetime:
@@ -34,10 +51,10 @@ def request(
 ) -> QueuedRequest:
     return QueuedRequest(
         id=webhook_id,
-        webhook_id=webhook_id,
+        webhook_id=webhook_uuid(webhook_id),
         ordinal=0,
         deployment=LIBRARY,
-        parameters=parameters or PlexLibrarySync(rating_keys=[str(webhook_id)]).to_json(),
+        parameters=parameters or plex(PlexScope(rating_keys=[str(webhook_id)])).to_json(),
         source=source,
         event_type=event,
         received_at=at(received),
@@ -46,7 +63,7 @@ def request(
 
 
 def batch_ids(plan: Any) -> list[list[int]]:
-    return [[r.webhook_id for r in b.requests] for b in plan.batches]
+    return [[number(r.webhook_id) for r in b.requests] for b in plan.batches]
 
 
 @pytest.mark.parametrize(
@@ -78,8 +95,8 @@ def test_requests_arriving_during_a_run_wait_for_it_then_become_one_follow_up() 
     waiting = [request(i, i) for i in range(1, 30)]
     assert plan_merged(LIBRARY, waiting, at(60), WINDOW, busy=True).batches == ()
     [follow_up] = plan_merged(LIBRARY, waiting, at(61), WINDOW, busy=False).batches
-    assert [r.webhook_id for r in follow_up.requests] == list(range(1, 30))
-    assert follow_up.parameters == PlexLibrarySync(rating_keys=[str(i) for i in range(1, 30)])
+    assert [number(r.webhook_id) for r in follow_up.requests] == list(range(1, 30))
+    assert follow_up.parameters == plex(PlexScope(rating_keys=[str(i) for i in range(1, 30)]))
 
 
 def test_a_request_in_its_scan_grace_never_joins_an_earlier_batch() -> None:
@@ -110,7 +127,47 @@ def test_a_batch_carries_every_source_and_event_and_a_readable_name() -> None:
         "source:sonarr",
         "trigger:webhook",
     )
-    assert batch.name == "plex-library.new-2-and-2-more"
+    assert batch.name == "plex-library.new-00000002-and-2-more"  # the first delivery's id, shortened
+
+
+def test_a_batch_merges_each_server_on_its_own_and_tags_the_servers_it_syncs() -> None:
+    names = {SERVER: "Living Room", OTHER: "Cabin"}
+    waiting = [
+        request(1, 0, parameters=plex(PlexScope(rating_keys=["7"]), SERVER).to_json()),
+        request(2, 1, parameters=plex(PlexScope(rating_keys=["8"]), OTHER).to_json()),
+        request(3, 2, parameters=plex(PlexScope(section_types=["show"]), SERVER, OTHER).to_json()),
+    ]
+    [batch] = plan_merged(LIBRARY, waiting, at(10), WINDOW, busy=False, server_names=names).batches
+    assert batch.parameters == PlexLibrarySync(
+        servers={
+            SERVER: PlexScope(rating_keys=["7"], section_types=["show"]),
+            OTHER: PlexScope(rating_keys=["8"], section_types=["show"]),
+        }
+    )
+    assert [t for t in batch.tags if t.startswith("server:")] == ["server:Cabin", "server:Living Room"]
+    unnamed = new_batch(LIBRARY, waiting, server_names={OTHER: "Cabin"})
+    assert [t for t in unnamed.tags if t.startswith("server:")] == ["server:Cabin"]  # a server deleted since
+    every_server = new_batch(
+        LIBRARY, [*waiting, request(4, 3, parameters=PlexLibrarySync().to_json())], server_names=names
+    )
+    assert every_server.parameters == PlexLibrarySync(servers=None)
+    assert not [t for t in every_server.tags if t.startswith("server:")]
+
+
+def test_the_same_scope_on_two_servers_is_two_bucket_lanes() -> None:
+    movies = PlexScope(section_types=["movie"])
+    waiting = [
+        request(1, 1, parameters=plex(movies, SERVER).to_json()),
+        request(2, 2, parameters=plex(movies, OTHER).to_json()),
+    ]
+    plan = plan_buckets(
+        LIBRARY, waiting, at(11), 10, busy_lanes=set(), server_names={SERVER: "A", OTHER: "B"}
+    )
+    assert sorted(batch_ids(plan)) == [[1], [2]]
+    assert sorted(t for b in plan.batches for t in b.tags if t.startswith("server:")) == [
+        "server:A",
+        "server:B",
+    ]
 
 
 def test_a_backlog_drains_in_batches_of_at_most_max_batch() -> None:
@@ -120,8 +177,8 @@ def test_a_backlog_drains_in_batches_of_at_most_max_batch() -> None:
 
 
 def test_buckets_split_by_parameters_and_bucket_and_ignore_a_run_in_progress() -> None:
-    movies = PlexLibrarySync(section_types=["movie"]).to_json()
-    shows = PlexLibrarySync(section_types=["show"]).to_json()
+    movies = plex(PlexScope(section_types=["movie"])).to_json()
+    shows = plex(PlexScope(section_types=["show"])).to_json()
     waiting = [
         request(1, 1, parameters=movies),
         request(2, 3, parameters=movies),
@@ -155,17 +212,17 @@ def test_a_plan_never_starts_a_request_early_and_never_drops_one(
     if plan.batches:
         merged = plan.batches[0].parameters
         assert isinstance(merged, PlexLibrarySync)
-        assert set(merged.rating_keys) == {str(r.webhook_id) for r in taken}
+        assert set(merged.scope_for(SERVER).rating_keys) == {str(number(r.webhook_id)) for r in taken}
 
 
 def test_the_tautulli_burst_of_the_issue_is_one_query_of_fifteen_items() -> None:
     plays = [
         QueuedRequest(
             id=i,
-            webhook_id=i,
+            webhook_id=webhook_uuid(i),
             ordinal=0,
             deployment=Deployment.TAUTULLI_SYNC,
-            parameters=TautulliSync(rating_keys=[str(100 + i % 15)]).to_json(),
+            parameters=TautulliSync.on([SERVER], TautulliScope(rating_keys=[str(100 + i % 15)])).to_json(),
             source="tautulli",
             event_type="stop",
             received_at=at(i * 0.5),
@@ -174,4 +231,6 @@ def test_the_tautulli_burst_of_the_issue_is_one_query_of_fifteen_items() -> None
         for i in range(30)
     ]
     [batch] = plan_merged(Deployment.TAUTULLI_SYNC, plays, at(40), WINDOW, busy=False).batches
-    assert batch.parameters == TautulliSync(rating_keys=[str(100 + i) for i in range(15)])
+    assert batch.parameters == TautulliSync.on(
+        [SERVER], TautulliScope(rating_keys=[str(100 + i) for i in range(15)])
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from deployments.operations import (
     LastWebhook,
     ScheduleView,
     check_database,
-    check_service,
+    check_services,
     deployment_check,
     format_interval,
     format_schedules,
@@ -28,13 +29,12 @@ from deployments.operations import (
     worker_check,
 )
 from deployments.processes import free_port
-from flows.clients.sonarr import SonarrClient
 from smartplex_sync.models import Deployment, Source
-from smartplex_sync.requests import PlexLibrarySync
+from smartplex_sync.requests import PlexLibrarySync, PlexScope, SyncRequest
 from smartplex_sync.settings import Settings, get_settings
-from smartplex_sync.store import get_engine, make_engine
-from smartplex_sync.store.tables import webhook_log
+from smartplex_sync.store import get_engine, make_engine, webhooks
 from tests.conftest import both_backends
+from tests.support.factories import add_integration, owner_and_server
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -52,13 +52,23 @@ def test_intervals_read_naturally() -> None:
 
 def test_schedules_table_is_aligned_and_shows_both_sides() -> None:
     views = [
-        ScheduleView("tautulli-sync", "tautulli", 4, True, True, 21600, True, NOW, None, None),
-        ScheduleView("webhook-retention", None, None, None, True, 86400, False, None, NOW, "Completed"),
-        ScheduleView("sonarr-sync", "sonarr", 24, False, False, None, None, None, None, None),
+        ScheduleView(
+            "tautulli", "alice@example.com", "tautulli-sync", 4, True, True, 21600, True, NOW, None, None
+        ),
+        ScheduleView(
+            "plex", "every server", "plex-library-sync", 12, True, True, 86400, False, None, NOW, "completed"
+        ),
+        ScheduleView(
+            "sonarr", "bob@example.com", "sonarr-sync", 24, False, False, None, None, None, None, None
+        ),
+        ScheduleView(
+            "radarr", "bob@example.com", "radarr-sync", 24, False, True, None, None, None, None, None
+        ),
     ]
     lines = format_schedules(views)
     assert lines[0].split() == [
         "service",
+        "owner",
         "deployment",
         "table",
         "prefect",
@@ -68,24 +78,54 @@ def test_schedules_table_is_aligned_and_shows_both_sides() -> None:
         "run",
         "status",
     ]
-    assert lines[1].split()[:6] == ["tautulli", "tautulli-sync", "4h", "on", "6h", "active"]
+    assert lines[1].split()[:7] == [
+        "tautulli",
+        "alice@example.com",
+        "tautulli-sync",
+        "4h",
+        "on",
+        "6h",
+        "active",
+    ]
     assert "2025-06-01 12:00 UTC" in lines[1]
-    assert lines[2].split()[:5] == ["-", "webhook-retention", "-", "1d", "paused"]
-    assert lines[2].endswith("Completed")
+    assert lines[2].split()[:8] == [
+        "plex",
+        "every",
+        "server",
+        "plex-library-sync",
+        "12h",
+        "on",
+        "1d",
+        "paused",
+    ]
+    assert lines[2].endswith("completed")
     assert "not deployed" in lines[3]
+    assert "no schedule" in lines[4]  # deployed, but Prefect has no schedule under the row's slug
     column = lines[0].index("prefect")
     assert all(line[column - 2 : column] == "  " for line in lines)  # one column start for every row
 
 
 def test_sync_parameters() -> None:
-    def asked(service: Source, full: bool) -> dict[str, Any]:
-        return sync_parameters(service, full)["request"]
+    first, second = uuid.uuid4(), uuid.uuid4()
 
-    assert asked(Source.PLEX, full=False) == PlexLibrarySync(mode="incremental").to_json()
+    def asked(service: Source, full: bool) -> dict[str, Any]:
+        parameters = sync_parameters(service, full, [first, second])
+        assert parameters["trigger"] == "manual"
+        scopes = parameters["request"]["servers"]
+        assert set(scopes) == {str(first), str(second)}
+        assert scopes[str(first)] == scopes[str(second)]  # the same scope on every server asked for
+        return scopes[str(first)]
+
+    assert (
+        sync_parameters(Source.PLEX, False, [first])["request"]
+        == PlexLibrarySync.on([first], PlexScope()).to_json()
+    )
     assert asked(Source.PLEX, full=True)["mode"] == "full" and asked(Source.PLEX, True)["all_sections"]
+    assert asked(Source.PLEX, full=False)["mode"] == "incremental"
     assert asked(Source.TAUTULLI, full=False) == {"days": 7, "rating_keys": []}
     assert asked(Source.TAUTULLI, full=True) == {"days": 0, "rating_keys": []}  # all history
     assert asked(Source.OVERSEERR, full=True) == {"requests": None}  # everything Overseerr has
+    assert asked(Source.SONARR, full=False) == {"series": None}  # always full
 
 
 def test_check_lines_carry_the_fix_only_on_failure() -> None:
@@ -95,10 +135,12 @@ def test_check_lines_carry_the_fix_only_on_failure() -> None:
 
 
 def test_deployment_checks() -> None:
-    assert deployment_check(Deployment.SONARR_SYNC, True, 86400, False).ok
-    missing = deployment_check(Deployment.PLEX_LIBRARY_SYNC, False, None, None)
+    deployed = deployment_check(Deployment.SONARR_SYNC, True, 2)
+    assert deployed.ok and "2 schedule(s)" in deployed.label
+    # Its schedules come from sync_schedule rows (the mirror adds them): none yet is no failure.
+    assert deployment_check(Deployment.PLEX_LIBRARY_SYNC, True, 0).ok
+    missing = deployment_check(Deployment.PLEX_LIBRARY_SYNC, False, 0)
     assert not missing.ok and "prefect --no-prompt deploy --all" in (missing.fix or "")
-    assert deployment_check(Deployment.PLEX_LIBRARY_SYNC, True, None, None).ok is False
 
 
 def test_worker_needs_a_recent_heartbeat() -> None:
@@ -123,17 +165,26 @@ def test_webhook_verdicts() -> None:
     assert not failed.ok and "boom" in failed.label
 
 
-def test_service_check_reports_an_unreachable_service_with_a_fix() -> None:
-    settings = Settings(
-        sonarr_url=f"http://127.0.0.1:{free_port()}", sonarr_api_key="k", http_timeout_seconds=2
-    )
-    check = check_service(Source.SONARR, settings, SonarrClient.from_settings)
-    assert check.ok is False
-    assert "SMARTPLEX_SONARR_URL" in (check.fix or "")
-    missing_key = check_service(
-        Source.SONARR, Settings(sonarr_url="http://127.0.0.1:1"), SonarrClient.from_settings
-    )
-    assert missing_key.ok is False and "SMARTPLEX_SONARR_API_KEY" in missing_key.label
+def test_service_checks_report_an_unreachable_integration_with_a_fix(engine: Engine) -> None:
+    """One check per server and integration row (none of them reachable here), each with what to fix."""
+    user_id, _ = owner_and_server(engine, url=f"http://127.0.0.1:{free_port()}", name="Home")
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    with engine.begin() as conn:
+        add_integration(conn, user_id, "sonarr", url=unreachable, name="Sonarr 4K")
+        add_integration(conn, user_id, "radarr", url=unreachable, api_key="", name="Radarr")
+        add_integration(conn, user_id, "tautulli", url=unreachable, status="inactive")  # not checked
+    checks = check_services(Settings(http_timeout_seconds=2, _env_file=None), engine)
+    by_label = {check.label.split(":")[0]: check for check in checks}
+    assert set(by_label) == {"plex 'Home'", "sonarr 'Sonarr 4K'", "radarr 'Radarr'"}
+    assert all(check.ok is False for check in checks)
+    assert unreachable in (by_label["sonarr 'Sonarr 4K'"].fix or "")
+    missing_key = by_label["radarr 'Radarr'"]
+    assert "has no api_key" in missing_key.label and "SmartPlex" in (missing_key.fix or "")
+
+
+def test_service_checks_without_a_server(engine: Engine) -> None:
+    [check] = check_services(Settings(_env_file=None), engine)
+    assert check.ok is None and "SMARTPLEX_PLEX_URL" in check.label
 
 
 def test_database_check(engine: Engine, tmp_path: Path) -> None:
@@ -145,24 +196,21 @@ def test_database_check(engine: Engine, tmp_path: Path) -> None:
 
 @both_backends
 def test_last_webhook_of_each_source(engine: Engine) -> None:
-    for source, event, processed in (
-        ("plex", "media.play", True),
-        ("plex", "library.new", False),
-        ("sonarr", "Test", True),
+    _, server_id = owner_and_server(engine)
+    for source, event, seconds, requests in (
+        ("plex", "media.play", 0, []),
+        ("plex", "library.new", 1, [SyncRequest(PlexScope(section_ids=[1])).on([server_id])]),
+        ("sonarr", "Test", 0, []),
     ):
-        with engine.begin() as conn:
-            conn.execute(
-                webhook_log.insert().values(
-                    source=source,
-                    event_type=event,
-                    payload={},
-                    received_at=NOW,
-                    processed=processed,
-                    action="ignored",
-                    http_status=202,
-                    sync_requests=[],
-                )
-            )
+        webhooks.record(
+            engine,
+            source=source,
+            event_type=event,
+            payload={},
+            action="ignored" if not requests else "plex-library-sync",
+            requests=requests,
+            received_at=NOW + timedelta(seconds=seconds),
+        )
     found = last_webhooks(engine)
     assert {s: (w.event_type, w.processed) for s, w in found.items()} == {
         "plex": ("library.new", False),
@@ -174,19 +222,35 @@ def test_last_webhook_of_each_source(engine: Engine) -> None:
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for name in ("PLEX", "TAUTULLI", "SONARR", "RADARR", "OVERSEERR"):
         monkeypatch.delenv(f"SMARTPLEX_{name}_URL", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # the CLI sets it: restored afterwards
     monkeypatch.setenv("SMARTPLEX_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("SMARTPLEX_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
     get_engine.cache_clear()
 
 
-@pytest.mark.usefixtures("cli_env")
-def test_doctor_fails_with_fixes_when_nothing_is_set_up() -> None:
+def doctor() -> list[str]:
     with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
         result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 1, result.output
-    lines = result.output.splitlines()
+    return result.output.splitlines()
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_doctor_fails_with_fixes_when_nothing_is_set_up() -> None:
+    lines = doctor()
     assert lines[0].startswith("✗ database reachable, migrations pending")
+    assert lines[0].endswith("fix: run `smartplex-sync migrate`")
     assert lines[1].startswith("✗ Prefect not reachable")
-    assert "· plex: not configured (SMARTPLEX_PLEX_URL unset), skipped" in lines
+    assert not any("plex" in line.lower() and "server" in line for line in lines)  # no database to read
+    migrated = CliRunner().invoke(app, ["migrate"])
+    assert migrated.exit_code == 0, migrated.output
+    assert "settings: user" not in migrated.output  # no SMARTPLEX_PLEX_URL or service: no rows to make
+    lines = doctor()
+    assert lines[0].startswith("✓ database reachable and migrated (sqlite)")
+    assert (
+        "· no Plex server in SmartPlex's servers (set SMARTPLEX_PLEX_URL, or add one in SmartPlex)" in lines
+    )
+    assert "· webhooks from plex: none received yet" in lines

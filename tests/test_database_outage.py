@@ -16,6 +16,7 @@ from smartplex_sync.migrate import migrate
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import make_engine
 from smartplex_sync.store.tables import webhook_log
+from tests.support.factories import owner_and_server
 from tests.support.postgres import _as_cluster_owner, pg_tool, postgres_cluster
 from webhook_gateway.app import create_app
 
@@ -35,6 +36,7 @@ def test_postgresql_down_gets_503_with_retry_after_then_recovers_without_a_resta
     with postgres_cluster() as url:
         engine = make_engine(url)
         migrate(engine)
+        _, server_id = owner_and_server(engine)  # whose plays the deliveries sync
         with engine.connect() as conn:
             data_dir, port, sockets = (
                 conn.exec_driver_sql(f"SHOW {name}").scalar()
@@ -46,7 +48,9 @@ def test_postgresql_down_gets_503_with_retry_after_then_recovers_without_a_resta
             Settings(_env_file=None, database_url=url, database_wait_seconds=2), background=False
         )
         with serve_in_thread(app) as gateway:
-            assert stop_post(gateway, "before").status_code == 202
+            before = stop_post(gateway, "before")
+            assert before.status_code == 202, before.text
+            assert list(before.json()["sync_requests"][0]["parameters"]["servers"]) == [str(server_id)]
             pg_ctl(data_dir, "-m", "immediate", "stop")
             try:
                 health = httpx.get(f"{gateway}/healthz", timeout=60)
@@ -68,6 +72,10 @@ def test_postgresql_down_gets_503_with_retry_after_then_recovers_without_a_resta
             assert stop_post(gateway, "after").status_code == 202
         engine = make_engine(url)
         with engine.connect() as conn:
-            payloads = conn.execute(select(webhook_log.c.payload).order_by(webhook_log.c.id)).scalars().all()
+            payloads = (
+                conn.execute(select(webhook_log.c.payload).order_by(webhook_log.c.received_at))
+                .scalars()
+                .all()
+            )
         engine.dispose()
         assert [p["marker"] for p in payloads] == ["before", "after"]  # a 503 leaves no row

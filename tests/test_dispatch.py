@@ -23,10 +23,19 @@ from sqlalchemy import Engine, select, update
 
 from deployments.processes import free_port
 from smartplex_sync.models import ArrItem, Deployment
-from smartplex_sync.requests import PlexLibrarySync, RadarrSync, SonarrSync, SyncRequest, TautulliSync
+from smartplex_sync.requests import (
+    PlexLibrarySync,
+    PlexScope,
+    RadarrScope,
+    SonarrScope,
+    SyncRequest,
+    TautulliScope,
+    TautulliSync,
+)
 from smartplex_sync.settings import Settings
-from smartplex_sync.store import webhooks
+from smartplex_sync.store import queue, webhooks
 from smartplex_sync.store.tables import dispatch_batches, webhook_log
+from tests.support.factories import owner_and_server
 from webhook_gateway.dispatch import Dispatcher, backoff, idempotency_key
 
 NO_WAIT = {
@@ -95,18 +104,32 @@ async def prefect(paused_pools: None, engine: Engine) -> AsyncIterator[PrefectCl
 
 
 def rows(engine: Engine) -> list[dict[str, Any]]:
+    """Every delivery, oldest first, with `flow_run_id`: the first run that served it."""
     with engine.connect() as conn:
-        return [r._asdict() for r in conn.execute(select(webhook_log).order_by(webhook_log.c.id))]
+        found = [r._asdict() for r in conn.execute(select(webhook_log).order_by(webhook_log.c.received_at))]
+        runs = queue.runs_of(conn, [r["id"] for r in found])
+    return [{**r, "flow_run_id": (runs.get(r["id"]) or [None])[0]} for r in found]
 
 
-def record(engine: Engine, source: str, event: str, *requests: SyncRequest) -> int:
+SERVERS: dict[str, Any] = {}
+
+
+def server(engine: Engine) -> Any:
+    """The one Plex server of this test's database (made on first use), named "Home"."""
+    key = str(engine.url)
+    if key not in SERVERS:
+        SERVERS[key] = owner_and_server(engine, name="Home")[1]
+    return SERVERS[key]
+
+
+def record(engine: Engine, source: str, event: str, *requests: SyncRequest) -> Any:
     return webhooks.record(
         engine,
         source=source,
         event_type=event,
         payload={},
         action="x",
-        requests=requests,
+        requests=[r.on([server(engine)]) for r in requests],
         scan_grace=timedelta(),
     )
 
@@ -124,7 +147,7 @@ async def finish(prefect: PrefectClient, run_id: str, state: Any) -> None:
 
 
 def movie(arr_id: int) -> SyncRequest:
-    return SyncRequest(RadarrSync(movies=[ArrItem("radarr", arr_id, f"Movie {arr_id}")]))
+    return SyncRequest(RadarrScope(movies=[ArrItem("radarr", arr_id, f"Movie {arr_id}")]))
 
 
 @pytest.mark.anyio
@@ -132,15 +155,15 @@ async def test_a_mixed_burst_becomes_one_run_per_deployment_with_everything_it_a
     engine: Engine, prefect: PrefectClient
 ) -> None:
     sent = [
-        record(engine, "radarr", "Download", SyncRequest(PlexLibrarySync(section_types=["movie"])), movie(i))
+        record(engine, "radarr", "Download", SyncRequest(PlexScope(section_types=["movie"])), movie(i))
         for i in range(1, 21)
     ]
     sent += [
-        record(engine, "tautulli", "stop", SyncRequest(TautulliSync(rating_keys=[str(100 + i % 15)])))
+        record(engine, "tautulli", "stop", SyncRequest(TautulliScope(rating_keys=[str(100 + i % 15)])))
         for i in range(30)
     ]
     sent += [
-        record(engine, "plex", "library.new", SyncRequest(PlexLibrarySync(section_ids=[1]))) for _ in range(5)
+        record(engine, "plex", "library.new", SyncRequest(PlexScope(section_ids=[1]))) for _ in range(5)
     ]
     record(engine, "radarr", "Test")
 
@@ -153,25 +176,28 @@ async def test_a_mixed_burst_becomes_one_run_per_deployment_with_everything_it_a
         "radarr-sync",
         "tautulli-sync",
     }
+    home = server(engine)
     assert PlexLibrarySync.model_validate(
         by_deployment["plex-library-sync"].parameters["request"]
-    ) == PlexLibrarySync(section_ids=[1], section_types=["movie"])
-    assert [m["arr_id"] for m in by_deployment["radarr-sync"].parameters["request"]["movies"]] == list(
-        range(1, 21)
-    )
-    assert TautulliSync.model_validate(by_deployment["tautulli-sync"].parameters["request"]) == TautulliSync(
-        rating_keys=[str(100 + i) for i in range(15)]
+    ) == PlexLibrarySync.on([home], PlexScope(section_ids=[1], section_types=["movie"]))
+    radarr = by_deployment["radarr-sync"].parameters["request"]["servers"][str(home)]
+    assert [m["arr_id"] for m in radarr["movies"]] == list(range(1, 21))
+    assert TautulliSync.model_validate(by_deployment["tautulli-sync"].parameters["request"]) == TautulliSync.on(
+        [home], TautulliScope(rating_keys=[str(100 + i) for i in range(15)])
     )
     library = by_deployment["plex-library-sync"]
-    assert {"source:plex", "source:radarr", "event:library.new", "event:Download", "trigger:webhook"} <= set(
-        library.tags
-    )
+    assert library.parameters["trigger"] == "webhook"
+    assert {
+        "source:plex", "source:radarr", "event:library.new", "event:Download", "trigger:webhook", "server:Home"
+    } <= set(library.tags)  # fmt: skip
     assert library.idempotency_key.startswith("smartplex-batch:")
     logged = {r["id"]: r for r in rows(engine)}
     assert all(logged[i]["processed"] and logged[i]["flow_run_id"] for i in sent)
     artifacts = await prefect.read_artifacts()
     [deliveries] = [a for a in artifacts if a.flow_run_id == library.id]
-    assert sorted(row["webhook"] for row in json.loads(deliveries.data)) == sorted(sent[:20] + sent[50:])
+    assert sorted(row["webhook"] for row in json.loads(deliveries.data)) == sorted(
+        str(i) for i in sent[:20] + sent[50:]
+    )
 
 
 @pytest.mark.anyio
@@ -193,7 +219,8 @@ async def test_requests_during_a_run_wait_for_it_and_become_exactly_one_follow_u
     report = await dispatcher.dispatch_due()
     assert (report.finished, report.created) == (1, 1)
     follow_up = next(r for r in (await runs_of(prefect, engine)).values() if r.id != first.id)
-    assert [m["arr_id"] for m in follow_up.parameters["request"]["movies"]] == list(range(2, 12))
+    movies = follow_up.parameters["request"]["servers"][str(server(engine))]["movies"]
+    assert [m["arr_id"] for m in movies] == list(range(2, 12))
     assert (await dispatcher.dispatch_due()).created == 0
 
 
@@ -203,7 +230,7 @@ async def test_a_failed_run_shows_its_error_and_a_crashed_one_is_run_again(
 ) -> None:
     dispatcher = Dispatcher(engine, settings())
     delivery = record(
-        engine, "sonarr", "Download", SyncRequest(SonarrSync(series=[ArrItem("sonarr", 1, "A")]))
+        engine, "sonarr", "Download", SyncRequest(SonarrScope(series=[ArrItem("sonarr", 1, "A")]))
     )
     await dispatcher.dispatch_due()
     [crashed] = (await runs_of(prefect, engine)).values()
@@ -227,7 +254,7 @@ async def test_a_failed_run_shows_its_error_and_a_crashed_one_is_run_again(
 async def test_prefect_down_keeps_deliveries_pending_then_creates_each_run_once(
     engine: Engine, prefect: PrefectClient
 ) -> None:
-    delivery = record(engine, "tautulli", "stop", SyncRequest(TautulliSync(rating_keys=["91544"])))
+    delivery = record(engine, "tautulli", "stop", SyncRequest(TautulliScope(rating_keys=["91544"])))
     dead = f"http://127.0.0.1:{free_port()}/api"
     down = Dispatcher(engine, settings(), client_factory=lambda: PrefectClient(dead))
     assert (await down.dispatch_due()).created == 0
@@ -268,10 +295,10 @@ async def test_a_download_waits_for_plex_to_scan_even_when_a_library_sync_is_ask
         event_type="Download",
         payload={},
         action="x",
-        requests=[SyncRequest(PlexLibrarySync(section_types=["movie"]), wait_for_plex_scan=True)],
+        requests=[SyncRequest(PlexScope(section_types=["movie"]), wait_for_plex_scan=True).on([server(engine)])],
         scan_grace=timedelta(seconds=3600),
     )
-    record(engine, "overseerr", "MEDIA_AVAILABLE", SyncRequest(PlexLibrarySync(section_types=["movie"])))
+    record(engine, "overseerr", "MEDIA_AVAILABLE", SyncRequest(PlexScope(section_types=["movie"])))
     report = await dispatcher.dispatch_due()
     [run] = (await runs_of(prefect, engine)).values()
     assert report.created == 1 and "source:radarr" not in run.tags and "source:overseerr" in run.tags

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,16 @@ from simulators.serving import serve_in_thread
 from smartplex_sync.migrate import migrate
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import make_engine, queue
-from smartplex_sync.store.tables import media_items, overseerr_requests, watch_history, webhook_log
+from smartplex_sync.store.accounts import configure
+from smartplex_sync.store.tables import (
+    media_items,
+    overseerr_requests,
+    servers,
+    sync_events,
+    watch_history,
+    webhook_log,
+)
+from tests.conftest import settings_of
 from tests.support.prefect_stack import PrefectStack
 from webhook_gateway.app import create_app
 
@@ -66,13 +76,23 @@ def wait_for(condition: Any, timeout: float, what: str) -> Any:
     raise TimeoutError(f"{what} not within {timeout:.0f}s")
 
 
-def dispatched_row(engine: Engine, row_id: int) -> dict[str, Any]:
+def dispatched_row(engine: Engine, row_id: str) -> dict[str, Any]:
+    """The delivery once every sync it asked for has a run, with `flow_run_id`: its first run."""
+    webhook_id = uuid.UUID(row_id)
+
     def done() -> dict[str, Any] | None:
         with engine.connect() as conn:
-            row = conn.execute(select(webhook_log).where(webhook_log.c.id == row_id)).one()._asdict()
-        return row if row["processed"] and row["flow_run_id"] else None
+            row = conn.execute(select(webhook_log).where(webhook_log.c.id == webhook_id)).one()._asdict()
+        runs = served_by(engine, webhook_id)
+        return {**row, "flow_run_id": runs[0]} if row["processed"] and runs else None
 
     return wait_for(done, 240, f"webhook {row_id} dispatched")
+
+
+def home_server(engine: Engine) -> uuid.UUID:
+    """The server the settings made (the demo's Plex)."""
+    with engine.connect() as conn:
+        return conn.execute(select(servers.c.id).where(servers.c.name == "Plex")).scalar_one()
 
 
 def finished_runs(run_ids: list[str], timeout: float = 420) -> dict[str, Any]:
@@ -127,24 +147,34 @@ def test_every_service_delivery_becomes_a_completed_run_that_syncs(
         assert run.state.is_completed(), (deployment, run.state.message)
     assert {d for d, _ in runs.values()} >= set(responses)
 
+    home = home_server(engine)
     plex_run = next(r for d, r in runs.values() if "source:plex" in r.tags)
-    assert plex_run.parameters["request"]["section_ids"] == [movies_section.key]
-    assert plex_run.parameters["request"]["mode"] == "incremental"
-    assert {"source:plex", "event:library.new", "trigger:webhook"} <= set(plex_run.tags)
+    scope = plex_run.parameters["request"]["servers"][str(home)]
+    assert scope["section_ids"] == [movies_section.key] and scope["mode"] == "incremental"
+    assert plex_run.parameters["trigger"] == "webhook"
+    assert {"source:plex", "event:library.new", "trigger:webhook", "server:Plex"} <= set(plex_run.tags)
 
     with engine.connect() as conn:
         synced = conn.execute(
-            select(media_items).where(media_items.c.rating_key == str(new_movie.rating_key))
+            select(media_items).where(media_items.c.plex_id == str(new_movie.rating_key))
         ).one()
         play_row = conn.execute(
             select(watch_history).where(watch_history.c.tautulli_row_id == play.row_id)
         ).one()
         request_row = conn.execute(
-            select(overseerr_requests).where(overseerr_requests.c.request_id == request["id"])
+            select(overseerr_requests).where(overseerr_requests.c.overseerr_request_id == request["id"])
         ).one()
-    assert synced.title == new_movie.title and synced.server_id == library.machine_identifier
-    assert play_row.rating_key == str(new_movie.rating_key)
-    assert request_row.status == "APPROVED"
+        events = conn.execute(
+            select(sync_events.c.sync_type, sync_events.c.trigger_type, sync_events.c.status)
+        ).all()
+    assert synced.title == new_movie.title and synced.server_id == home
+    assert synced.metadata["plex_added_at"] and synced.library_section == movies_section.title
+    assert play_row.rating_key == str(new_movie.rating_key) and play_row.server_id == home
+    # Approved; "available" when Overseerr already says the media is there (MediaStatus 5).
+    assert request_row.overseerr_status == ("available" if request["media"]["status"] == 5 else "approved")
+    assert {(e.sync_type, "webhook", "completed") for e in events} >= {
+        (service, "webhook", "completed") for service in ("plex", "tautulli", "sonarr", "radarr", "overseerr")
+    }
 
 
 def test_rows_left_undispatched_are_picked_up_when_the_gateway_starts(
@@ -154,23 +184,22 @@ def test_rows_left_undispatched_are_picked_up_when_the_gateway_starts(
     database_url = f"sqlite:///{tmp_path / 'restart.db'}"
     engine = make_engine(database_url)
     migrate(engine)
+    configure(engine, Settings(**settings_of({**stack.env, "SMARTPLEX_DATABASE_URL": database_url})))
     settings = Settings(database_url=database_url, _env_file=None, **FAST)
     with serve_in_thread(create_app(settings, background=False)) as recording_only:
         response = httpx.post(
             f"{recording_only}/api/webhooks/radarr",
             json={"eventType": "Download", "movie": {"id": 9, "title": "X", "tmdbId": 1}},
         )
-        assert response.status_code == 202
+        assert response.status_code == 202, response.text
         row_id = response.json()["id"]
     with engine.connect() as conn:
-        assert (
-            conn.execute(select(webhook_log.c.processed).where(webhook_log.c.id == row_id)).scalar_one()
-            is False
-        )
+        processed = conn.execute(select(webhook_log.c.processed).where(webhook_log.c.id == uuid.UUID(row_id)))
+        assert processed.scalar_one() is False
+        assert len(queue.requests_of(conn, uuid.UUID(row_id))) == 2
     with serve_in_thread(create_app(settings)):
-        row = dispatched_row(engine, row_id)
-    assert len(row["sync_requests"]) == 2
-    assert len(served_by(engine, row_id)) == 2
+        dispatched_row(engine, row_id)
+    assert len(served_by(engine, uuid.UUID(row_id))) == 2
 
 
 def test_a_failing_run_shows_its_error_on_the_delivery(gateway: str, engine: Engine) -> None:
@@ -193,11 +222,12 @@ def test_a_failing_run_shows_its_error_on_the_delivery(gateway: str, engine: Eng
 
     message = wait_for(error_shown, 60, "the run's error on its delivery")
     assert message.startswith(f"flow run {row['flow_run_id']} failed:") and "999" in message
+    assert "Plex (" in message  # the server whose part failed
     status = httpx.get(f"{gateway}/api/webhooks/status").json()
-    assert next(w for w in status["recent_webhooks"] if w["id"] == row["id"])["error_message"] == message
+    assert next(w for w in status["recent_webhooks"] if w["id"] == str(row["id"]))["error_message"] == message
 
 
-def served_by(engine: Engine, webhook_id: int) -> list[str]:
+def served_by(engine: Engine, webhook_id: uuid.UUID) -> list[str]:
     """Every flow run that served a delivery, through the link tables."""
     with engine.connect() as conn:
         return queue.runs_of(conn, [webhook_id]).get(webhook_id, [])
@@ -206,8 +236,15 @@ def served_by(engine: Engine, webhook_id: int) -> list[str]:
 def mounted_state(demo_app: tuple[DemoWorld, FastAPI], path: str, name: str) -> Any:
     """The simulator state of one service mounted in the demo app (to inject faults)."""
     _, app = demo_app
-    [mount] = [r for r in app.routes if isinstance(r, Mount) and r.path == path]
-    return getattr(mount.app.state, name)  # type: ignore[attr-defined]
+
+    def mounts(routes: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+        for route in routes:
+            if isinstance(route, Mount):
+                yield prefix + route.path, route.app
+                yield from mounts(route.app.routes, prefix + route.path)  # type: ignore[attr-defined]
+
+    [found] = [mounted for full, mounted in mounts(app.routes, "") if full == path]
+    return getattr(found.state, name)
 
 
 def test_forty_new_items_become_one_or_two_runs_that_sync_all_forty(
@@ -235,7 +272,7 @@ def test_forty_new_items_become_one_or_two_runs_that_sync_all_forty(
     assert 1 <= len(runs) <= 2
     assert all(run.state.is_completed() for _, run in runs.values())
     with engine.connect() as conn:
-        stored = set(conn.execute(select(media_items.c.rating_key)).scalars())
+        stored = set(conn.execute(select(media_items.c.plex_id)).scalars())
     assert {str(item.rating_key) for item in new} <= stored
 
 
@@ -254,12 +291,12 @@ def test_a_burst_during_a_run_gets_exactly_one_follow_up_run(
     with world.lock:
         plays = [world.history.add_play(item, started=now - 7200, percent_complete=95) for item in items]
 
-    def stop(play: Any) -> int:
+    def stop(play: Any) -> uuid.UUID:
         response = tautulli.send_webhook(
             f"{gateway}/api/webhooks/tautulli", play, server_machine_id=world.library.machine_identifier
         )
         assert response.status_code == 202, response.text
-        return response.json()["id"]
+        return uuid.UUID(response.json()["id"])
 
     tautulli_state.inject(8.0)  # the first run's first request stalls: it is surely running meanwhile
     first = stop(plays[0])
@@ -276,14 +313,14 @@ def test_a_burst_during_a_run_gets_exactly_one_follow_up_run(
     wait_for(running, 240, "the first run running")
     burst = [stop(play) for play in plays[1:]]
     for webhook_id in burst:
-        dispatched_row(engine, webhook_id)
+        dispatched_row(engine, str(webhook_id))
     follow_ups = {run for webhook_id in burst for run in served_by(engine, webhook_id)}
     assert len(follow_ups) == 1 and first_run not in follow_ups
     [(_, follow_up)] = finished_runs(sorted(follow_ups)).values()
     assert follow_up.state.is_completed()
-    assert sorted(follow_up.parameters["request"]["rating_keys"]) == sorted(
-        str(i.rating_key) for i in items[1:]
-    )
+    assert sorted(
+        follow_up.parameters["request"]["servers"][str(home_server(engine))]["rating_keys"]
+    ) == sorted(str(i.rating_key) for i in items[1:])
     with engine.connect() as conn:
         stored = set(conn.execute(select(watch_history.c.tautulli_row_id)).scalars())
     assert {p.row_id for p in plays} <= stored

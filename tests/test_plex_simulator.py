@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,12 +11,15 @@ import httpx
 import pytest
 from fastapi import FastAPI, Form, UploadFile
 
+from flows._plex_items import SectionInfo, ShowInfo, show_key, to_row
 from flows.clients.plex import CLIENT_IDENTIFIER, PlexClient
 from simulators.plex import TINY_JPEG, Fault, SimulatorState, create_plex_app, send_library_new
 from simulators.plex_library import PlexLibrary
 from simulators.serving import serve_in_thread
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
 from smartplex_sync.settings import Settings
+from smartplex_sync.store.accounts import PlexServer
+from tests.support.clients import iter_items
 
 TOKEN = "plex-token-123"
 
@@ -73,7 +77,7 @@ def test_sections_have_the_pms_fields(plex: PlexClient) -> None:
 def test_paging_reads_every_item_once_and_sends_the_token_only_as_a_header(
     plex: PlexClient, served: tuple[str, SimulatorState]
 ) -> None:
-    items = list(plex.iter_items(1, "movie"))
+    items = list(iter_items(plex, 1, "movie"))
     assert len(items) == 23 and len({i["ratingKey"] for i in items}) == 23
     assert plex.requests_made == 5  # ceil(23 / 5) pages, no extra empty page
     _, state = served
@@ -102,7 +106,7 @@ def test_page_container_and_guids_only_when_asked(served: tuple[str, SimulatorSt
 def test_updated_filter_is_strictly_after(plex: PlexClient, library: PlexLibrary) -> None:
     movies = sorted(library.section_items(1, "movie"), key=lambda i: i.updated_at)
     pivot = movies[10].updated_at
-    got = {i["ratingKey"] for i in plex.iter_items(1, "movie", updated_since=pivot)}
+    got = {i["ratingKey"] for i in iter_items(plex, 1, "movie", updated_since=pivot)}
     assert got == {str(m.rating_key) for m in movies if m.updated_at > pivot}
     assert str(movies[10].rating_key) not in got
 
@@ -110,9 +114,9 @@ def test_updated_filter_is_strictly_after(plex: PlexClient, library: PlexLibrary
 def test_show_section_lists_shows_seasons_and_episodes_with_their_parents(
     plex: PlexClient, library: PlexLibrary
 ) -> None:
-    shows = list(plex.iter_items(2, "show"))
-    seasons = list(plex.iter_items(2, "season"))
-    episodes = list(plex.iter_items(2, "episode"))
+    shows = list(iter_items(plex, 2, "show"))
+    seasons = list(iter_items(plex, 2, "season"))
+    episodes = list(iter_items(plex, 2, "episode"))
     assert (len(shows), len(seasons), len(episodes)) == (3, 6, 24)
     episode = episodes[0]
     truth = library.items[int(episode["ratingKey"])]
@@ -160,17 +164,56 @@ def test_check_describes_the_server_and_proves_the_token(plex: PlexClient, libra
         refused.check()
 
 
-def test_client_from_settings_names_the_missing_setting() -> None:
-    with pytest.raises(ConfigurationError, match="SMARTPLEX_PLEX_URL"):
-        PlexClient.from_settings(Settings(plex_url=None, plex_token="x"))
-    with pytest.raises(ConfigurationError, match="SMARTPLEX_PLEX_TOKEN"):
-        PlexClient.from_settings(Settings(plex_url="http://plex:32400", plex_token=None))
-    client = PlexClient.from_settings(
-        Settings(plex_url="http://plex:32400", plex_token="t", plex_page_size=7)
-    )
-    assert client.page_size == 7
-    assert client._http.headers["X-Plex-Client-Identifier"] == CLIENT_IDENTIFIER
-    client.close()
+def server_row(token: str | None, url: str = "http://plex:32400/") -> PlexServer:
+    return PlexServer(uuid.uuid4(), uuid.uuid4(), "Living Room", url, "machine-1", token)
+
+
+def test_a_client_for_a_servers_row_uses_its_url_and_token_and_names_a_row_without_token() -> None:
+    settings = Settings(_env_file=None, plex_page_size=7, http_timeout_seconds=4)  # type: ignore[call-arg]
+    for token in (None, ""):
+        with pytest.raises(ConfigurationError, match="'Living Room' has no plex_token"):
+            PlexClient.for_server(server_row(token), settings)
+    with PlexClient.for_server(server_row("t0ken"), settings) as client:
+        assert (client.base_url, client.page_size) == ("http://plex:32400", 7)
+        assert client._http.headers["X-Plex-Token"] == "t0ken"
+        assert client._http.headers["X-Plex-Client-Identifier"] == CLIENT_IDENTIFIER
+        assert client._http.timeout.read == 4
+    assert "t0ken" not in repr(server_row("t0ken"))  # a server row never prints its token
+
+
+def test_server_info_needs_the_token_and_names_the_machine(plex: PlexClient, library: PlexLibrary) -> None:
+    info = plex.server_info()
+    assert (info["machineIdentifier"], info["version"]) == (library.machine_identifier, library.version)
+    with PlexClient(plex.base_url, "nope") as refused, pytest.raises(PermanentServiceError) as caught:
+        refused.server_info()
+    assert caught.value.status_code == 401
+
+
+def test_movies_and_shows_carry_genre_tags_seasons_and_episodes_take_their_shows(
+    plex: PlexClient, library: PlexLibrary
+) -> None:
+    movies = list(iter_items(plex, 1, "movie"))
+    assert all(m["Genre"] and all(set(g) == {"tag"} for g in m["Genre"]) for m in movies)
+    assert len({tuple(g["tag"] for g in m["Genre"]) for m in movies}) > 1  # not one genre for everything
+    truth = library.items[int(movies[0]["ratingKey"])]
+    assert [g["tag"] for g in movies[0]["Genre"]] == list(truth.genres)
+    [metadata] = plex.metadata([movies[0]["ratingKey"]]).values()
+    assert metadata["Genre"] == movies[0]["Genre"]
+    same_seed = PlexLibrary.generate(seed=7, movies=23, shows=3, seasons_per_show=2, episodes_per_season=4)
+    assert {k: i.genres for k, i in same_seed.items.items()} == {
+        k: i.genres for k, i in library.items.items()
+    }
+
+    shows = {s["ratingKey"]: ShowInfo.of(s) for s in iter_items(plex, 2, "show")}
+    assert all(info.genres for info in shows.values())
+    section = SectionInfo(2, "TV Shows", "show")
+    server = uuid.uuid4()
+    for type_ in ("season", "episode"):
+        for item in iter_items(plex, 2, type_):
+            assert "Genre" not in item  # Plex tags the show, not its seasons and episodes
+            show = shows[show_key(item) or ""]
+            row = to_row(item, server, section, show)
+            assert row["genres"] == list(show.genres) and row["parent_title"] == show.title
 
 
 def test_mutations_change_what_the_api_answers(plex: PlexClient) -> None:
@@ -239,7 +282,7 @@ def fresh() -> Iterator[tuple[PlexClient, PlexLibrary]]:
 
 
 def _listed(client: PlexClient, section_id: int, type_: str) -> set[str]:
-    return {i["ratingKey"] for i in client.iter_items(section_id, type_)}
+    return {i["ratingKey"] for i in iter_items(client, section_id, type_)}
 
 
 def test_a_file_deleted_on_disk_stays_listed_until_plex_scans(fresh: tuple[PlexClient, PlexLibrary]) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import uuid
 from pathlib import Path
 
 import yaml
 
-from smartplex_sync.models import WORK_POOL, Deployment
+from smartplex_sync.models import DEFAULT_SCHEDULES, SCHEDULED_SERVICES, WORK_POOL, Deployment
 from smartplex_sync.requests import PARAMETERS
+from smartplex_sync.schedule_mirror import schedule_parameters
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((REPO / "prefect.yaml").read_text())
@@ -33,18 +35,33 @@ def test_every_deployment_has_a_pool_a_limit_and_a_collision_strategy() -> None:
         assert deployment["concurrency_limit"]["collision_strategy"] in ("ENQUEUE", "CANCEL_NEW"), name
 
 
-def test_schedules_are_the_seed_guides() -> None:
-    schedules = {
-        name: (d["schedules"][0]["interval"], d["schedules"][0]["active"]) for name, d in DEPLOYMENTS.items()
+def test_sync_deployments_declare_no_schedule_and_retention_runs_daily() -> None:
+    """Each sync_schedule row becomes a schedule of its own (the mirror's); a `schedules:` key here would
+    make every `prefect deploy` replace them. Retention is ours alone: daily."""
+    for deployment in SCHEDULED_SERVICES.values():
+        assert "schedules" not in DEPLOYMENTS[deployment.value], deployment
+    [retention] = DEPLOYMENTS["webhook-retention"]["schedules"]
+    assert (retention["interval"], retention["active"]) == (24 * 3600, True)
+
+
+def test_the_default_schedules_are_the_seed_guides() -> None:
+    assert {service.value: value for service, value in DEFAULT_SCHEDULES.items()} == {
+        "plex": (True, 12),
+        "tautulli": (True, 6),
+        "sonarr": (False, 24),
+        "radarr": (False, 24),
+        "overseerr": (False, 6),
     }
-    assert schedules == {
-        "plex-library-sync": (12 * 3600, True),
-        "tautulli-sync": (6 * 3600, True),
-        "sonarr-sync": (24 * 3600, False),
-        "radarr-sync": (24 * 3600, False),
-        "overseerr-sync": (6 * 3600, False),
-        "webhook-retention": (24 * 3600, True),
-    }
+
+
+def test_a_schedules_parameters_are_what_its_flow_accepts() -> None:
+    server = uuid.uuid4()
+    for service, deployment in SCHEDULED_SERVICES.items():
+        path, function = DEPLOYMENTS[deployment.value]["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
+        validated = flow.validate_parameters(schedule_parameters(service.value, [server]))
+        assert validated["trigger"] == "scheduled"
+        assert list(validated["request"].servers) == [server]
 
 
 def test_default_parameters_are_what_their_flow_accepts() -> None:

@@ -7,20 +7,30 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select
 
 from smartplex_sync.models import ArrItem, Deployment
-from smartplex_sync.requests import PlexLibrarySync, SonarrSync, SyncRequest
+from smartplex_sync.requests import (
+    PlexLibrarySync,
+    PlexScope,
+    ScopedRequest,
+    SonarrScope,
+    SonarrSync,
+    SyncRequest,
+)
 from smartplex_sync.store import queue, utcnow, webhooks
 from smartplex_sync.store.queue import Batch
-from smartplex_sync.store.tables import webhook_log
+from smartplex_sync.store.tables import dispatch_batches, webhook_log
 from tests.conftest import both_backends
+from tests.support.factories import owner_and_server
 
-LIBRARY = SyncRequest(PlexLibrarySync(section_types=["show"]), wait_for_plex_scan=True)
-SONARR = SyncRequest(SonarrSync(series=[ArrItem("sonarr", 1, "A")]))
+SERVER = uuid.UUID("00000000-0000-4000-8000-000000000001")
+LIBRARY = SyncRequest(PlexScope(section_types=["show"]), wait_for_plex_scan=True).on([SERVER])
+SONARR = SyncRequest(SonarrScope(series=[ArrItem("sonarr", 1, "A")])).on([SERVER])
 
 
-def download(engine: Engine, *requests: SyncRequest) -> int:
+def download(engine: Engine, *requests: ScopedRequest) -> uuid.UUID:
     return webhooks.record(
         engine,
         source="sonarr",
@@ -36,7 +46,7 @@ def batch_for(deployment: Deployment, lane: str = "") -> Batch:
     return Batch(uuid.uuid4().hex, deployment, lane, {}, "a batch", ["trigger:webhook"], utcnow())
 
 
-def log_rows(engine: Engine) -> dict[int, Any]:
+def log_rows(engine: Engine) -> dict[uuid.UUID, Any]:
     with engine.connect() as conn:
         return {row.id: row for row in conn.execute(select(webhook_log))}
 
@@ -48,15 +58,67 @@ def claim_all(engine: Engine, deployment: Deployment) -> Batch:
     return batch
 
 
+def runs(engine: Engine, webhook_id: uuid.UUID) -> list[str]:
+    with engine.connect() as conn:
+        return queue.runs_of(conn, [webhook_id]).get(webhook_id, [])
+
+
 @both_backends
 def test_a_delivery_queues_its_requests_in_the_same_transaction(engine: Engine) -> None:
-    webhook_id = download(engine)
+    user_id, server_id = owner_and_server(engine)
+    webhook_id = webhooks.record(
+        engine, source="sonarr", event_type="Download", payload={"eventType": "Download"}, action="x",
+        requests=(LIBRARY, SONARR), scan_grace=timedelta(seconds=120), user_id=user_id, server_id=server_id,
+    )  # fmt: skip
+    assert isinstance(webhook_id, uuid.UUID)
     library, sonarr = sorted(queue.pending_requests(engine), key=lambda r: r.ordinal)
-    received = log_rows(engine)[webhook_id].received_at
+    row = log_rows(engine)[webhook_id]
+    assert (row.user_id, row.server_id, row.processed, row.processed_at) == (user_id, server_id, False, None)
     assert library.webhook_id == sonarr.webhook_id == webhook_id
-    assert library.ready_at == received + timedelta(seconds=120)  # it waits for Plex's scan
-    assert sonarr.ready_at == received
+    assert (library.source, library.event_type, library.received_at) == (
+        "sonarr",
+        "Download",
+        row.received_at,
+    )
+    assert library.ready_at == row.received_at + timedelta(seconds=120)  # it waits for Plex's scan
+    assert sonarr.ready_at == row.received_at
+    assert library.stamp == (row.received_at, str(webhook_id), 0) and sonarr.stamp[2] == 1
     assert PlexLibrarySync.model_validate(library.parameters) == LIBRARY.parameters
+    assert SonarrSync.model_validate(sonarr.parameters) == SONARR.parameters
+    with engine.connect() as conn:
+        assert queue.requests_of(conn, webhook_id) == [
+            {"deployment": "plex-library-sync", "parameters": LIBRARY.parameters.to_json()},
+            {"deployment": "sonarr-sync", "parameters": SONARR.parameters.to_json()},
+        ]
+        assert queue.requests_of(conn, uuid.uuid4()) == []
+
+
+@both_backends
+def test_a_delivery_without_requests_is_done_at_once(engine: Engine) -> None:
+    webhook_id = webhooks.record(engine, source="plex", event_type="media.play", payload={}, action="ignored")
+    row = log_rows(engine)[webhook_id]
+    assert row.processed and row.processed_at is not None
+    assert queue.pending_requests(engine) == []
+
+
+class _Unqueueable:
+    """A request whose parameters cannot be written (they fail while the delivery's transaction runs)."""
+
+    deployment = Deployment.RADARR_SYNC
+    wait_for_plex_scan = False
+
+    class parameters:
+        @staticmethod
+        def to_json() -> dict[str, Any]:
+            raise RuntimeError("cannot write these parameters")
+
+
+@both_backends
+def test_a_delivery_and_its_requests_are_written_together_or_not_at_all(engine: Engine) -> None:
+    with pytest.raises(RuntimeError, match="cannot write"):
+        webhooks.record(engine, source="sonarr", event_type="Download", payload={}, action="x",
+                        requests=(SONARR, _Unqueueable()))  # type: ignore[arg-type]  # fmt: skip
+    assert log_rows(engine) == {} and queue.pending_requests(engine) == []
 
 
 @both_backends
@@ -64,14 +126,15 @@ def test_a_delivery_is_processed_once_every_request_has_a_run(engine: Engine) ->
     webhook_id = download(engine)
     sonarr_batch = claim_all(engine, Deployment.SONARR_SYNC)
     queue.run_created(engine, sonarr_batch.id, "run-sonarr")
-    row = log_rows(engine)[webhook_id]
-    assert (row.processed, row.flow_run_id) == (False, "run-sonarr")  # the library request still waits
+    assert log_rows(engine)[webhook_id].processed is False  # the library request still waits
+    assert runs(engine, webhook_id) == ["run-sonarr"]
     library_batch = claim_all(engine, Deployment.PLEX_LIBRARY_SYNC)
+    assert log_rows(engine)[webhook_id].processed is False  # claimed, but its run is not created yet
     queue.run_created(engine, library_batch.id, "run-library")
     row = log_rows(engine)[webhook_id]
-    assert row.processed and row.processed_at is not None and row.flow_run_id == "run-sonarr"
-    with engine.connect() as conn:
-        assert queue.runs_of(conn, [webhook_id]) == {webhook_id: ["run-sonarr", "run-library"]}
+    assert row.processed and row.processed_at is not None
+    assert runs(engine, webhook_id) == ["run-sonarr", "run-library"]
+    assert webhooks.flow_runs_of(engine, webhook_id) == ["run-sonarr", "run-library"]
 
 
 @both_backends
@@ -84,6 +147,14 @@ def test_one_open_batch_per_deployment_whoever_asks(engine: Engine) -> None:
     assert not queue.claim(engine, batch_for(Deployment.SONARR_SYNC), [two])  # the deployment is busy
     assert queue.claim(engine, batch_for(Deployment.SONARR_SYNC, lane="bucket"), [two])  # another lane
     assert not queue.claim(engine, batch_for(Deployment.PLEX_LIBRARY_SYNC, lane="x"), [one])  # taken
+    assert {(b.deployment, b.lane) for b in queue.open_batches(engine)} == {
+        (Deployment.SONARR_SYNC, ""),
+        (Deployment.SONARR_SYNC, "bucket"),
+    }
+    queue.finish(engine, first, "COMPLETED", None, requeue=False)
+    assert queue.claim(
+        engine, batch_for(Deployment.SONARR_SYNC), [r.id for r in queue.pending_requests(engine)]
+    )
 
 
 @both_backends
@@ -108,7 +179,7 @@ def test_racing_dispatchers_never_take_a_request_twice(engine: Engine) -> None:
 
 
 @both_backends
-def test_a_failed_run_shows_on_every_delivery_it_served_until_one_completes(engine: Engine) -> None:
+def test_a_failed_run_shows_on_every_delivery_it_served_and_no_other(engine: Engine) -> None:
     """Also when it is not a delivery's first run (a Sonarr Download asks for two)."""
     served = [download(engine), download(engine)]
     other = download(engine, LIBRARY)
@@ -117,14 +188,39 @@ def test_a_failed_run_shows_on_every_delivery_it_served_until_one_completes(engi
     queue.run_created(engine, library.id, "run-lib")
     queue.run_created(engine, sonarr.id, "run-son")
     sonarr = Batch(**{**sonarr.__dict__, "flow_run_id": "run-son"})
+    library = Batch(**{**library.__dict__, "flow_run_id": "run-lib"})
 
-    queue.finish(engine, sonarr, "FAILED", "sonarr: GET /api/v3/series answered 401", requeue=False)
+    assert (
+        queue.finish(engine, sonarr, "FAILED", "sonarr: GET /api/v3/series answered 401", requeue=False) == 0
+    )
     errors = {i: r.error_message for i, r in log_rows(engine).items()}
     failure = "flow run run-son failed: sonarr: GET /api/v3/series answered 401"
     assert errors == {served[0]: failure, served[1]: failure, other: None}
-    assert queue.clear_run_failure(engine, "run-lib") == 0  # another run's success clears nothing
-    assert queue.clear_run_failure(engine, "run-son") == 2
-    assert {r.error_message for r in log_rows(engine).values()} == {None}
+    assert all(r.processed for r in log_rows(engine).values())  # a failed run is not done again
+    # another run's success (the library run served all three) clears nothing of it
+    queue.finish(engine, library, "COMPLETED", None, requeue=False)
+    assert {i: r.error_message for i, r in log_rows(engine).items()} == errors
+    assert queue.open_batches(engine) == [] and queue.pending_requests(engine) == []
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(dispatch_batches.c.flow_run_id, dispatch_batches.c.state)).all())
+    assert states == {"run-son": "FAILED", "run-lib": "COMPLETED"}
+
+
+@both_backends
+def test_a_failure_to_create_the_run_shows_until_the_run_exists(engine: Engine) -> None:
+    webhook_id = download(engine, SONARR)
+    batch = claim_all(engine, Deployment.SONARR_SYNC)
+    retry_at = utcnow() + timedelta(seconds=4)
+    assert queue.creation_failed(engine, batch.id, "connection refused", retry_at) == 1
+    assert queue.creation_failed(engine, batch.id, "connection refused", retry_at) == 2
+    assert log_rows(engine)[webhook_id].error_message == "dispatch attempt 2 failed: connection refused"
+    [waiting] = queue.open_batches(engine)
+    assert (waiting.attempts, waiting.next_attempt_at, waiting.flow_run_id) == (2, retry_at, None)
+    queue.run_created(engine, batch.id, "run-1")
+    row = log_rows(engine)[webhook_id]
+    assert (row.processed, row.error_message) == (True, None)
+    [created] = queue.open_batches(engine)
+    assert (created.flow_run_id, created.next_attempt_at) == ("run-1", None)
 
 
 @both_backends
@@ -139,38 +235,25 @@ def test_a_crashed_run_gives_its_requests_back_a_bounded_number_of_times(engine:
         assert again == (1 if attempt < queue.MAX_DISPATCHES else 0)
         assert log_rows(engine)[webhook_id].processed is (attempt == queue.MAX_DISPATCHES)
     assert queue.pending_requests(engine) == []
-    with engine.connect() as conn:
-        assert queue.runs_of(conn, [webhook_id])[webhook_id] == [f"run-{i}" for i in range(1, 4)]
+    assert runs(engine, webhook_id) == [f"run-{i}" for i in range(1, 4)]
     assert log_rows(engine)[webhook_id].error_message == "flow run run-3 failed: worker died"
 
 
 @both_backends
-def test_deliveries_recorded_before_the_queue_are_adopted(engine: Engine) -> None:
-    """A row an earlier version recorded (its requests only as JSON) is queued on the next pass."""
-    with engine.begin() as conn:
-        old = conn.execute(
-            webhook_log.insert()
-            .values(
-                source="radarr",
-                event_type="Download",
-                received_at=utcnow(),
-                processed=False,
-                action="plex-library-sync,radarr-sync",
-                http_status=202,
-                sync_requests=[
-                    {
-                        "deployment": "plex-library-sync",
-                        "parameters": {"section_type": "movie", "mode": "incremental"},
-                        "coalesce": True,
-                        "wait_for_plex_scan": True,
-                        "flow_run_id": "made-before-the-upgrade",
-                    },
-                    {"deployment": "radarr-sync", "parameters": {"movies": [{"id": 4, "title": "M"}]}},
-                ],
-            )
-            .returning(webhook_log.c.id)
-        ).scalar_one()
-    assert queue.adopt_unqueued(engine, timedelta(seconds=120)) == 1
-    [radarr] = queue.pending_requests(engine)
-    assert (radarr.webhook_id, radarr.ordinal, radarr.deployment) == (old, 1, Deployment.RADARR_SYNC)
-    assert queue.adopt_unqueued(engine, timedelta(seconds=120)) == 0
+def test_retention_deletes_finished_batches_no_request_points_at(engine: Engine) -> None:
+    old = download(engine, SONARR)
+    download(engine, LIBRARY)
+    done = claim_all(engine, Deployment.SONARR_SYNC)
+    queue.run_created(engine, done.id, "run-done")
+    queue.finish(
+        engine, Batch(**{**done.__dict__, "flow_run_id": "run-done"}), "COMPLETED", None, requeue=False
+    )
+    still_open = claim_all(engine, Deployment.PLEX_LIBRARY_SYNC)
+    later = utcnow() + timedelta(days=1)
+    assert queue.delete_finished_before(engine, later) == 0  # the delivery still points at it
+    assert webhooks.delete_processed_before(engine, later) == 1  # the sonarr delivery (the other waits)
+    assert queue.delete_finished_before(engine, utcnow() - timedelta(days=1)) == 0  # too recent
+    assert queue.delete_finished_before(engine, later) == 1
+    with engine.connect() as conn:
+        assert conn.scalars(select(dispatch_batches.c.id)).all() == [still_open.id]  # open: kept
+        assert queue.requests_of(conn, old) == []  # its requests went with the delivery

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Action, Deployment, Source
-from smartplex_sync.requests import ParsedDelivery, PlexLibrarySync, TautulliSync
+from smartplex_sync.requests import OverseerrScope, ParsedDelivery, PlexScope, TautulliScope
 from webhook_gateway.sources import PARSERS, parse
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -30,10 +31,11 @@ def as_json(delivery: ParsedDelivery) -> dict[str, Any]:
         "event_type": delivery.event_type,
         "action": delivery.action.value if delivery.action else None,
         "requests": [
-            {"deployment": r.deployment.value, "parameters": r.parameters.to_json()}
+            {"deployment": r.deployment.value, "scope": r.scope.model_dump(mode="json")}
             for r in delivery.requests
         ],
         "note": delivery.note,
+        "server_hint": delivery.server_hint,
     }
 
 
@@ -191,17 +193,14 @@ def test_fields_an_ignored_event_does_not_need_are_not_checked(
 def test_tautulli_event_key_wins_over_action() -> None:
     delivery = parse(Source.TAUTULLI, {"event": "watched", "action": "play", "rating_key": " 48210 "})
     assert delivery.event_type == "watched"
-    assert delivery.requests[0].parameters == TautulliSync(rating_keys=["48210"])
+    assert delivery.requests[0].scope == TautulliScope(rating_keys=["48210"])
 
 
 def test_the_same_new_episode_from_two_sonarr_shapes_asks_for_the_same_syncs() -> None:
     _, download = load_fixture("sonarr/download.json")
     _, import_complete = load_fixture("sonarr/download_import_complete.json")
     import_complete["episodes"] = download["episodes"]  # the fixtures name different episodes
-    asked = [
-        [r.to_json() for r in parse(Source.SONARR, payload).requests]
-        for payload in (download, import_complete)
-    ]
+    asked = [parse(Source.SONARR, payload).requests for payload in (download, import_complete)]
     assert asked[0] == asked[1]
 
 
@@ -220,9 +219,9 @@ def test_a_delete_asks_for_a_removal_check_after_plex_scanned(
     source, payload = load_fixture(relative_path)
     (request,) = parse(source, payload).requests
     assert request.wait_for_plex_scan
-    assert isinstance(request.parameters, PlexLibrarySync)
-    assert not request.parameters.syncs_sections and not request.parameters.rating_keys
-    (check,) = request.parameters.removal_checks
+    assert isinstance(request.scope, PlexScope)
+    assert not request.scope.syncs_sections and not request.scope.rating_keys
+    (check,) = request.scope.removal_checks
     assert (check.kind, check.episodes) == (kind, episodes)
 
 
@@ -238,9 +237,7 @@ def test_an_upgrade_or_a_delete_that_kept_the_files_asks_for_nothing(relative_pa
 @pytest.mark.parametrize("relative_path", ["sonarr/download_upgrade.json", "radarr/download_upgrade.json"])
 def test_an_upgrade_download_names_its_item_and_asks_for_no_removal(relative_path: str) -> None:
     source, payload = load_fixture(relative_path)
-    plex = next(
-        r.parameters for r in parse(source, payload).requests if isinstance(r.parameters, PlexLibrarySync)
-    )
+    plex = next(r.scope for r in parse(source, payload).requests if isinstance(r.scope, PlexScope))
     assert plex.imported and not plex.removal_checks
 
 
@@ -273,7 +270,7 @@ json_values = st.recursive(
 # What each parser reads: top-level fields, and the fields it reads inside nested objects.
 READ_FIELDS: dict[Source, dict[str, list[str] | None]] = {
     Source.PLEX: {"Metadata": ["librarySectionID", "librarySectionType", "ratingKey"], "Server": ["uuid"]},
-    Source.TAUTULLI: {"action": None, "rating_key": None},
+    Source.TAUTULLI: {"action": None, "rating_key": None, "server_machine_id": None},
     Source.SONARR: {
         "series": ["id", "title", "tvdbId", "tmdbId", "imdbId"],
         "isUpgrade": None,
@@ -282,6 +279,7 @@ READ_FIELDS: dict[Source, dict[str, list[str] | None]] = {
     },
     Source.RADARR: {"movie": ["id", "title", "tmdbId", "imdbId"], "isUpgrade": None},
     Source.OVERSEERR: {
+        "subject": None,
         "media": ["media_type", "tmdbId", "tvdbId", "status"],
         "request": ["request_id", "requestedBy_username", "requestedBy_email"],
     },
@@ -349,9 +347,14 @@ def assert_parses_or_rejects(source: Source, payload: Any) -> None:
         assert error.message
         return
     assert isinstance(delivery.event_type, str)
+    assert delivery.server_hint is None or isinstance(delivery.server_hint, str)
     for request in delivery.requests:
-        json.dumps(request.parameters.to_json(), allow_nan=False)
-        assert all(-(2**63) <= n < 2**63 for n in integers_in(request.parameters.to_json()))  # BIGINT
+        parameters = request.on([ANY_SERVER]).to_json()  # as queued and passed to Prefect
+        json.dumps(parameters, allow_nan=False)
+        assert all(-(2**63) <= n < 2**63 for n in integers_in(parameters))  # BIGINT
+
+
+ANY_SERVER = uuid.UUID("00000000-0000-4000-8000-000000000001")
 
 
 def integers_in(value: Any) -> list[int]:
@@ -423,3 +426,78 @@ def test_arr_downloads_give_plex_time_to_scan_before_the_library_sync(source: So
 def test_plex_library_new_starts_the_sync_without_waiting() -> None:
     payload = json.loads((FIXTURES / "plex" / "library_new_movie.json").read_text())
     assert not parse(Source.PLEX, payload).requests[0].wait_for_plex_scan
+
+
+PLEX_MACHINE = "8c5f2d8a41e7b93f0e6a2d9c7b1f40a3e5d6c7b8"  # Server.uuid of the Plex fixtures
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["library_new_movie", "library_new_episode", "media_scrobble", "media_play", "admin_database_backup"],
+)
+def test_plex_names_its_server_by_server_uuid(name: str) -> None:
+    """Every Plex delivery names its server, the ignored ones too (the gateway records whose it was)."""
+    source, payload = load_fixture(f"plex/{name}.json")
+    assert payload["Server"]["uuid"] == PLEX_MACHINE
+    assert parse(source, payload).server_hint == PLEX_MACHINE
+
+
+def test_a_plex_delivery_without_a_server_names_none() -> None:
+    seed_guide = parse(*load_fixture("plex/library_new_seed_guide_curl.json"))
+    assert seed_guide.requests and seed_guide.server_hint is None
+    assert parse(Source.PLEX, {"event": "media.scrobble", "Server": {"uuid": ""}}).server_hint is None
+    with pytest.raises(PayloadError, match=r"Server\.uuid must be a string"):
+        parse(Source.PLEX, {"event": "library.new", "Server": {"uuid": 7}})
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        (PLEX_MACHINE, PLEX_MACHINE),
+        (f" {PLEX_MACHINE}\n", PLEX_MACHINE),
+        ("{server_machine_id}", None),  # a Tautulli that does not know the parameter leaves it as typed
+        ("", None),
+        ("   ", None),
+        (None, None),
+    ],
+)
+def test_tautulli_names_its_plex_server_by_server_machine_id(value: str | None, hint: str | None) -> None:
+    _, payload = load_fixture("tautulli/stop.json")
+    if value is not None:
+        payload["server_machine_id"] = value
+    delivery = parse(Source.TAUTULLI, payload)
+    assert delivery.server_hint == hint
+    assert [r.scope for r in delivery.requests] == [TautulliScope(rating_keys=["91544"])]
+    without_key = parse(Source.TAUTULLI, {**payload, "rating_key": "{rating_key}"})
+    assert without_key.server_hint == hint and without_key.requests[0].scope == TautulliScope()
+
+
+def test_only_a_history_event_of_tautulli_reads_the_server() -> None:
+    """A test or an ignored action asks for no sync, so its server_machine_id is not even read."""
+    for event in ("test", "play", "{action}"):
+        delivery = parse(Source.TAUTULLI, {"event": event, "server_machine_id": ["not", "read"]})
+        assert delivery.server_hint is None and not delivery.requests
+    with pytest.raises(PayloadError, match="server_machine_id must be a string"):
+        parse(Source.TAUTULLI, {"event": "stop", "rating_key": "1", "server_machine_id": 5})
+
+
+@pytest.mark.parametrize(
+    "name", ["media_pending_movie", "media_approved_tv", "media_available_movie", "seed_media_requested"]
+)
+def test_an_overseerr_subject_is_the_requests_title(name: str) -> None:
+    source, payload = load_fixture(f"overseerr/{name}.json")
+    (overseerr,) = [r.scope for r in parse(source, payload).requests if isinstance(r.scope, OverseerrScope)]
+    assert overseerr.requests is not None
+    (request,) = overseerr.requests
+    assert request.title == payload["subject"] and request.title
+
+
+def test_an_overseerr_delivery_without_a_subject_leaves_the_title_unknown() -> None:
+    _, payload = load_fixture("overseerr/media_pending_movie.json")
+    for subject in (None, ""):
+        payload["subject"] = subject
+        (request,) = parse(Source.OVERSEERR, payload).requests
+        assert isinstance(request.scope, OverseerrScope) and request.scope.requests is not None
+        assert request.scope.requests[0].title is None  # None never overwrites a title stored before
+    del payload["subject"]
+    assert parse(Source.OVERSEERR, payload).requests[0].scope.requests[0].title is None  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -11,13 +12,14 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
 from flows.clients.tautulli import TautulliClient, history_after
 from simulators.serving import serve_in_thread
 from simulators.tautulli import SimulatorState, TautulliHistory, create_tautulli_app, demo_items
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
 from smartplex_sync.settings import Settings
+from smartplex_sync.store.accounts import Integration
+from tests.support.clients import get_history
 
 KEY = "0123456789abcdef0123456789abcdef"
 ZONES = ["UTC", "America/New_York", "Pacific/Kiritimati", "Etc/GMT+12", "Asia/Kolkata", "Pacific/Chatham"]
@@ -54,7 +56,7 @@ def test_history_is_every_finished_play_since_after_once_oldest_first(
     state.history.start_session(demo_items(1)[0], state.history.users[0], int(datetime.now(UTC).timestamp()))
     after = history_after(datetime.now(UTC), 7)
     with TautulliClient(url, KEY) as client:
-        rows = client.get_history(after=after, page_size=100)
+        rows = get_history(client, after=after, page_size=100)
         requests = client.requests_made
     tz = state.timezone
     expected = {
@@ -98,7 +100,8 @@ def test_wrong_key_says_so_in_tautullis_words(tautulli: tuple[str, SimulatorStat
     with TautulliClient(url, "f" * 32) as client, pytest.raises(PermanentServiceError) as caught:
         client.check()
     assert caught.value.status_code == 401
-    assert "Invalid apikey" in str(caught.value) and "SMARTPLEX_TAUTULLI_API_KEY" in str(caught.value)
+    message = str(caught.value)
+    assert "Invalid apikey" in message and "API key of the Tautulli integration" in message
 
 
 def test_server_errors_and_timeouts_are_transient(tautulli: tuple[str, SimulatorState]) -> None:
@@ -135,22 +138,28 @@ def test_answers_that_are_not_tautullis_envelope_are_permanent_errors() -> None:
         with pytest.raises(PermanentServiceError, match="get_history failed: No data"):
             client.command("get_history")
         with pytest.raises(PermanentServiceError, match="without a data"):
-            client.get_history()
+            get_history(client)
         with pytest.raises(PermanentServiceError) as caught:
             client.command("get_server_info")
         assert caught.value.status_code == 404
 
 
-def test_missing_settings_are_named() -> None:
-    with pytest.raises(ConfigurationError, match="SMARTPLEX_TAUTULLI_URL and SMARTPLEX_TAUTULLI_API_KEY"):
-        TautulliClient.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
-    with pytest.raises(ConfigurationError, match=r"set SMARTPLEX_TAUTULLI_API_KEY$"):
-        TautulliClient.from_settings(Settings(_env_file=None, tautulli_url="http://t:8181"))  # type: ignore[call-arg]
-    configured = Settings(
-        _env_file=None, tautulli_url="http://t:8181/tautulli", tautulli_api_key=SecretStr(KEY)
-    )  # type: ignore[call-arg]
-    with TautulliClient.from_settings(configured) as client:
+def integration(url: str | None, api_key: str | None) -> Integration:
+    return Integration(uuid.uuid4(), uuid.uuid4(), None, "tautulli", "Basement Tautulli", url, api_key)
+
+
+def test_an_integration_without_url_or_key_is_named() -> None:
+    settings = Settings(_env_file=None, http_timeout_seconds=3)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="'Basement Tautulli' has no url or api_key"):
+        TautulliClient.for_integration(integration(None, None), settings)
+    with pytest.raises(ConfigurationError, match="'Basement Tautulli' has no api_key:"):
+        TautulliClient.for_integration(integration("http://t:8181", ""), settings)
+    with pytest.raises(ConfigurationError, match="has no url:"):
+        TautulliClient.for_integration(integration("", KEY), settings)
+    with TautulliClient.for_integration(integration("http://t:8181/tautulli/", KEY), settings) as client:
         assert client.base_url == "http://t:8181/tautulli"
+        assert client._http.params["apikey"] == KEY and client._http.timeout.read == 3
+    assert KEY not in repr(integration("http://t:8181", KEY))  # a row never prints its key
 
 
 def test_the_api_key_never_reaches_a_log_line_even_at_info(

@@ -26,7 +26,7 @@ from simulators.tautulli import (
     render_template,
     send_webhook,
 )
-from smartplex_sync.requests import TautulliSync
+from smartplex_sync.requests import TautulliScope
 from webhook_gateway.sources.tautulli import parse
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -188,11 +188,15 @@ def test_webhook_with_the_documented_template_asks_the_gateway_for_that_item(act
     played = TautulliHistory().add_play(EPISODE, started=1717260000, percent_complete=97)
     with serve_in_thread(receiver) as url:
         assert send_webhook(f"{url}/hook", played, action=action).status_code == 200
+        sent = send_webhook(f"{url}/hook", played, action=action, server_machine_id="8c5f2d8a41e7b93f")
+        assert sent.status_code == 200
     content_type, body = received[0]
     assert content_type == "application/json"
     parsed = parse(body)
     assert parsed.event_type == event
-    assert [r.parameters for r in parsed.requests] == [TautulliSync(rating_keys=["91544"])]
+    assert [r.scope for r in parsed.requests] == [TautulliScope(rating_keys=["91544"])]
+    assert parsed.server_hint == "simulated-pms-0001"  # the Plex server the simulated Tautulli watches
+    assert parse(received[1][1]).server_hint == "8c5f2d8a41e7b93f"
 
 
 def test_the_template_in_the_docs_is_the_one_the_simulator_sends() -> None:

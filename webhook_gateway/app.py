@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from smartplex_sync.schedule_mirror import run_mirror_loop
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine
+from smartplex_sync.store.accounts import configure
 from webhook_gateway.deps import Gateway
 from webhook_gateway.dispatch import Dispatcher
 from webhook_gateway.limits import SourceLimiter
 from webhook_gateway.routes import StoreUnavailable, router, store_unavailable
+from webhook_gateway.senders import Senders
 from webhook_gateway.supabase_auth import SupabaseAdmins
+
+log = logging.getLogger(__name__)
+
+
+async def _configure_from_settings(settings: Settings, engine: Engine) -> None:
+    """The rows the environment settings describe, made or updated now (as `smartplex-sync migrate` does);
+    a database unreachable now is no reason not to start: `migrate` will make them."""
+    try:
+        await asyncio.to_thread(configure, engine, settings)
+    except Exception as exc:
+        log.warning("could not write the rows of the environment settings now: %s", exc)
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
@@ -28,6 +43,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         settings,
         engine,
         SourceLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        Senders(settings, engine),
         supabase_admins=SupabaseAdmins.from_settings(settings, engine),
     )
     if background:
@@ -35,6 +51,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await _configure_from_settings(settings, engine)
         if gateway.dispatcher is not None:
             # Picks up rows left undispatched by a previous run straight away.
             gateway.tasks.append(asyncio.create_task(gateway.dispatcher.run_forever(), name="dispatcher"))

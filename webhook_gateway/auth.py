@@ -1,8 +1,8 @@
-"""Who may post webhooks, and who may use the admin endpoints.
+"""How tokens travel, and who may use the admin endpoints (who sent a webhook: `senders`).
 
-Each source has its own token (`SMARTPLEX_<SOURCE>_WEBHOOK_TOKEN`, else the shared `SMARTPLEX_WEBHOOK_TOKEN`),
-accepted only in the forms its sender can send, so that a token leaked from one sender's settings opens
-that sender's endpoint and nothing else:
+A webhook token (the source's own `SMARTPLEX_<SOURCE>_WEBHOOK_TOKEN`, else the shared
+`SMARTPLEX_WEBHOOK_TOKEN`, or a SmartPlex user's webhook secret) is accepted only in the forms its sender
+can send, so that a token leaked from one sender's settings opens that sender's endpoint and nothing else:
 
 | source    | forms                                                                          |
 |-----------|--------------------------------------------------------------------------------|
@@ -127,17 +127,3 @@ def not_local_reason(request: Request, settings_names: str) -> str:
     if relayed := forwarding_headers(request):
         return f"{unset}, and a request relayed by a proxy ({', '.join(relayed)}) is not a local client"
     return f"{unset}, so only clients on this machine are accepted"
-
-
-def webhook_refusal(request: Request, source: str, token: str | None) -> str | None:
-    """None if `source`'s endpoint may take this request, else why not (safe to store and answer)."""
-    if token is None:
-        names = f"SMARTPLEX_{source.upper()}_WEBHOOK_TOKEN or SMARTPLEX_WEBHOOK_TOKEN"
-        return None if is_local(request) else not_local_reason(request, names)
-    forms = ACCEPTED_FORMS[source]
-    if token_matches(presented_tokens(request, forms), token):
-        return None
-    return (
-        f"missing or wrong {source} webhook token; {source} carries it as "
-        f"{' or '.join(form.value for form in forms)} (see docs/webhooks.md)"
-    )

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
 
 from smartplex_sync.models import WEBHOOK_TAG, Deployment
 from smartplex_sync.requests import PARAMETERS, SyncParameters, merge_requests
@@ -41,7 +43,7 @@ class NewBatch:
     deployment: Deployment
     lane: str
     requests: tuple[QueuedRequest, ...]
-    parameters: SyncParameters
+    parameters: SyncParameters[Any]
     name: str
     tags: tuple[str, ...]
 
@@ -52,19 +54,30 @@ class Plan:
     wake_at: datetime | None = None  # when this deployment's plan can change without a new delivery
 
 
-def _parameters(request: QueuedRequest) -> SyncParameters:
+def _parameters(request: QueuedRequest) -> SyncParameters[Any]:
     return PARAMETERS[request.deployment].model_validate(request.parameters)
 
 
-def new_batch(deployment: Deployment, requests: Sequence[QueuedRequest], lane: str = "") -> NewBatch:
-    """The batch of `requests`: merged parameters, a readable run name, every source:/event: tag."""
+def new_batch(
+    deployment: Deployment,
+    requests: Sequence[QueuedRequest],
+    lane: str = "",
+    server_names: Mapping[UUID, str] | None = None,
+) -> NewBatch:
+    """The batch of `requests`: merged parameters, a readable run name, every source:/event: tag and a
+    server:<name> tag per server it syncs (`server_names`)."""
     ordered = sorted(requests, key=lambda r: r.stamp)
     first = ordered[0]
-    name = f"{first.source}-{first.event_type}-{first.webhook_id}".lower().replace(" ", "-")
+    name = f"{first.source}-{first.event_type}-{str(first.webhook_id)[:8]}".lower().replace(" ", "-")
     if len({r.webhook_id for r in ordered}) > 1:
         name += f"-and-{len({r.webhook_id for r in ordered}) - 1}-more"
-    tags = sorted({f"source:{r.source}" for r in ordered} | {f"event:{r.event_type}" for r in ordered})
     merged = merge_requests((r.stamp, _parameters(r)) for r in ordered)
+    names = server_names or {}
+    tags = sorted(
+        {f"source:{r.source}" for r in ordered}
+        | {f"event:{r.event_type}" for r in ordered}
+        | {f"server:{names[server]}" for server in merged.servers or () if server in names}
+    )
     return NewBatch(deployment, lane, tuple(ordered), merged, name, (*tags, WEBHOOK_TAG))
 
 
@@ -73,7 +86,12 @@ def _earliest(*times: datetime | None) -> datetime | None:
 
 
 def plan_merged(
-    deployment: Deployment, waiting: Sequence[QueuedRequest], now: datetime, window: Window, busy: bool
+    deployment: Deployment,
+    waiting: Sequence[QueuedRequest],
+    now: datetime,
+    window: Window,
+    busy: bool,
+    server_names: Mapping[UUID, str] | None = None,
 ) -> Plan:
     """At most one batch of `deployment`'s waiting requests (see the module docstring)."""
     ready = sorted((r for r in waiting if r.ready_at <= now), key=lambda r: r.ready_at)[:MAX_BATCH]
@@ -86,7 +104,7 @@ def plan_merged(
     )
     if now < due_at:
         return Plan(wake_at=_earliest(due_at, held))
-    return Plan((new_batch(deployment, ready),), wake_at=held)
+    return Plan((new_batch(deployment, ready, server_names=server_names),), wake_at=held)
 
 
 def _bucket_lane(request: QueuedRequest, bucket: int) -> tuple[str, datetime]:
@@ -102,6 +120,7 @@ def plan_buckets(
     now: datetime,
     bucket: int,
     busy_lanes: set[str],
+    server_names: Mapping[UUID, str] | None = None,
 ) -> Plan:
     """One batch per (parameters, bucket) whose bucket has ended and whose requests are all ready."""
     lanes: dict[str, tuple[datetime, list[QueuedRequest]]] = {}
@@ -114,5 +133,5 @@ def plan_buckets(
         if lane in busy_lanes or now < due_at:
             wake_at = _earliest(wake_at, None if lane in busy_lanes else due_at)
             continue
-        batches.append(new_batch(deployment, requests[:MAX_BATCH], lane))
+        batches.append(new_batch(deployment, requests[:MAX_BATCH], lane, server_names))
     return Plan(tuple(batches), wake_at)

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from smartplex_sync.settings import Settings
 from webhook_gateway.dispatch import Dispatcher
 from webhook_gateway.limits import SourceLimiter
+from webhook_gateway.senders import Senders
 from webhook_gateway.supabase_auth import SupabaseAdmins
 
 
@@ -20,6 +21,7 @@ class Gateway:
     settings: Settings
     engine: Engine
     limiter: SourceLimiter
+    senders: Senders
     dispatcher: Dispatcher | None = None
     supabase_admins: SupabaseAdmins | None = None  # Supabase Auth sign-in for the admin endpoints
     tasks: list[asyncio.Task[None]] = field(default_factory=list)

@@ -41,6 +41,7 @@ from sqlalchemy import Engine
 from smartplex_sync.models import Deployment
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import queue
+from smartplex_sync.store.accounts import server_names
 from smartplex_sync.store.engine import utcnow
 from smartplex_sync.store.queue import Batch, QueuedRequest
 from webhook_gateway.batching import NewBatch, Plan, Window, plan_buckets, plan_merged
@@ -118,7 +119,6 @@ class Dispatcher:
 
     async def dispatch_due(self) -> PassReport:
         """One pass (see the module docstring)."""
-        await to_thread.run_sync(queue.adopt_unqueued, self.engine, self.scan_grace)
         batches = await to_thread.run_sync(queue.open_batches, self.engine)
         waiting = await to_thread.run_sync(queue.pending_requests, self.engine)
         if not batches and not waiting:
@@ -133,7 +133,8 @@ class Dispatcher:
                     batch.next_attempt_at is None or batch.next_attempt_at <= now
                 ):
                     created += await self._create_run(client, batch)
-            plans = self._plan(waiting, still_open, now)
+            names = await to_thread.run_sync(self._server_names, waiting)
+            plans = self._plan(waiting, still_open, now, names)
             for plan in plans:
                 for new in plan.batches:
                     batch = _as_batch(new, now)
@@ -147,7 +148,15 @@ class Dispatcher:
             wake_at = min(wake_at, poll) if wake_at else poll
         return PassReport(created, len(finished), wake_at)
 
-    def _plan(self, waiting: list[QueuedRequest], open_batches: list[Batch], now: datetime) -> list[Plan]:
+    def _server_names(self, waiting: list[QueuedRequest]) -> dict[UUID, str]:
+        """The names of the servers the waiting requests sync, for their runs' server:<name> tags."""
+        ids = {UUID(server) for r in waiting for server in r.parameters.get("servers") or ()}
+        with self.engine.connect() as conn:
+            return server_names(conn, ids)
+
+    def _plan(
+        self, waiting: list[QueuedRequest], open_batches: list[Batch], now: datetime, names: dict[UUID, str]
+    ) -> list[Plan]:
         by_deployment: dict[Deployment, list[QueuedRequest]] = defaultdict(list)
         for request in waiting:
             by_deployment[request.deployment].append(request)
@@ -156,10 +165,12 @@ class Dispatcher:
         for deployment, requests in by_deployment.items():
             if self.settings.coalesce_strategy == "bucket":
                 lanes = {lane for d, lane in busy if d is deployment}
-                plans.append(plan_buckets(deployment, requests, now, self.settings.coalesce_seconds, lanes))
+                plans.append(
+                    plan_buckets(deployment, requests, now, self.settings.coalesce_seconds, lanes, names)
+                )
             else:
                 window = Window(*self.settings.coalescing_window(deployment.value))
-                plans.append(plan_merged(deployment, requests, now, window, (deployment, "") in busy))
+                plans.append(plan_merged(deployment, requests, now, window, (deployment, "") in busy, names))
         return plans
 
     async def _close_finished(self, client: PrefectClient, batches: list[Batch]) -> set[str]:
@@ -205,7 +216,7 @@ class Dispatcher:
         try:
             run = await client.create_flow_run_from_deployment(
                 await self._deployment_id(client, batch.deployment),
-                parameters={"request": batch.parameters},
+                parameters={"request": batch.parameters, "trigger": "webhook"},
                 name=batch.name,
                 tags=batch.tags,
                 idempotency_key=idempotency_key(batch.id),
@@ -238,12 +249,12 @@ class Dispatcher:
         """The run's table artifact of the deliveries it serves (best effort: the run matters more)."""
         rows = [
             {
-                "webhook": r.webhook_id,
+                "webhook": str(r.webhook_id),
                 "source": r.source,
                 "event": r.event_type,
                 "received": r.received_at.isoformat(timespec="seconds"),
             }
-            for r in sorted({r.webhook_id: r for r in requests}.values(), key=lambda r: r.webhook_id)
+            for r in sorted({r.webhook_id: r for r in requests}.values(), key=lambda r: r.stamp)
         ]
         artifact = ArtifactCreate(
             key="webhook-deliveries",

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Source
+from smartplex_sync.models import SCHEDULED_SERVICES, Source
 from smartplex_sync.requests import ParsedDelivery
 from smartplex_sync.store import schedules, webhooks
 from smartplex_sync.store.engine import check_writable
 from webhook_gateway import auth, deliveries
+from webhook_gateway.attribution import Sender
 from webhook_gateway.deps import Gateway, GatewayDep
 from webhook_gateway.intake import decode
 from webhook_gateway.limits import Refusal
@@ -28,16 +30,18 @@ log = logging.getLogger(__name__)
 
 
 class WebhookAccepted(BaseModel):
-    id: int = Field(description="The webhook_log row of this delivery.")
+    id: uuid.UUID = Field(description="The webhook_log row of this delivery.")
     source: Source
     event_type: str
     action: str = Field(description="Deployments it will run, or ignored / recorded / test.")
-    sync_requests: list[dict[str, Any]]
+    sync_requests: list[dict[str, Any]] = Field(
+        description="What it asks each deployment to do, per Plex server (SmartPlex's servers.id)."
+    )
     note: str | None = None
 
 
 class WebhookError(BaseModel):
-    id: int | None = Field(description="The webhook_log row that recorded the rejected delivery.")
+    id: uuid.UUID | None = Field(description="The webhook_log row that recorded the rejected delivery.")
     error: str
     detail: str
 
@@ -70,7 +74,12 @@ REQUEST_BODIES: dict[Source, dict[str, Any]] = {
     Source.OVERSEERR: {"application/json": _ANY_OBJECT},
 }
 _REJECTIONS: dict[int | str, dict[str, Any]] = {
-    code: {"model": WebhookError} for code in (400, 401, 408, 413, 415, 422)
+    code: {"model": WebhookError} for code in (400, 401, 408, 413, 415)
+}
+_REJECTIONS[422] = {
+    "model": WebhookError,
+    "description": "Not what the service sends, or not attributable: no Plex server of the sender (by "
+    "its webhook secret) is the one the delivery names (`unattributed`). Recorded, nothing synced.",
 }
 _REJECTIONS[429] = {
     "model": WebhookError,
@@ -109,16 +118,16 @@ async def store_unavailable(_: Request, exc: Exception) -> JSONResponse:
 router = APIRouter()
 
 
-def _reject(row_id: int | None, error: PayloadError, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = WebhookError(
-        id=row_id, error=_ERROR_CODES.get(error.status_code, "bad_request"), detail=error.message
-    )
+def _reject(
+    row_id: uuid.UUID | None, error: PayloadError, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    code = error.code or _ERROR_CODES.get(error.status_code, "bad_request")
+    body = WebhookError(id=row_id, error=code, detail=error.message)
     if error.status_code == 408:  # the sender may still be trickling its body: do not wait for the rest
         headers = {**(headers or {}), "Connection": "close"}
     if error.status_code == 415:  # RFC 9110 §15.5.16: say which content coding we take
         headers = {**(headers or {}), "Accept-Encoding": "identity"}
-    return JSONResponse(body.model_dump(), status_code=error.status_code, headers=headers)
-
+    return JSONResponse(body.model_dump(mode="json"), status_code=error.status_code, headers=headers)
 
 _ERROR_CODES = {
     401: "unauthorized",
@@ -135,13 +144,13 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
     refusal = gateway.limiter.admit(source)
     if refusal is not None:
         return await _refuse_over_limit(gateway, source, refusal)
-    token = gateway.settings.source_token(source.value)
-    if denied := auth.webhook_refusal(request, source.value, token.get_secret_value() if token else None):
+    sender = await gateway.senders.identify(request, source.value)
+    if isinstance(sender, str):
         # Recorded without its body: we keep no data from whoever sent it, only that it happened.
-        error = PayloadError(denied, 401)
-        row_id = await _record(gateway, source, None, None, error)
-        log.info("%s webhook %d refused (401): %s", source.value, row_id, denied)
-        return _reject(row_id, error)
+        error = PayloadError(sender, 401)
+        recorded = await _record(gateway, source, None, None, error, None)
+        log.info("%s webhook %s refused (401): %s", source.value, recorded.row_id, sender)
+        return _reject(recorded.row_id, error)
 
     decoded = await decode(
         source,
@@ -150,14 +159,17 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
         timeout_seconds=gateway.settings.body_timeout_seconds,
     )
     parsed, error = (None, decoded.error) if decoded.error else deliveries.interpret(source, decoded.payload)
-    row_id = await _record(gateway, source, decoded.stored, parsed, error)
-    if error is not None:
-        log.info("%s webhook %d rejected (%d): %s", source.value, row_id, error.status_code, error.message)
-        return _reject(row_id, error)
+    recorded = await _record(gateway, source, decoded.stored, parsed, error, sender)
+    if recorded.error is not None:
+        log.info(
+            "%s webhook %s rejected (%d): %s",
+            source.value, recorded.row_id, recorded.error.status_code, recorded.error.message,
+        )  # fmt: skip
+        return _reject(recorded.row_id, recorded.error)
     assert parsed is not None
     event = parsed.event_type if parsed.event_type.isprintable() else repr(parsed.event_type)
-    log.info("%s %s → webhook %d: %s", source.value, event, row_id, parsed.action_label)
-    return _accept(gateway, row_id, source, parsed, parsed.note)
+    log.info("%s %s → webhook %s: %s", source.value, event, recorded.row_id, parsed.action_label)
+    return _accept(gateway, recorded, source, parsed, parsed.note)
 
 
 async def _refuse_over_limit(gateway: Gateway, source: Source, refusal: Refusal) -> JSONResponse:
@@ -167,22 +179,22 @@ async def _refuse_over_limit(gateway: Gateway, source: Source, refusal: Refusal)
     if refusal.record:
         log.warning("%s", refusal.message)
         with contextlib.suppress(StoreUnavailable):  # the store being down does not change the answer
-            row_id = await _record(gateway, source, None, None, error)
+            row_id = (await _record(gateway, source, None, None, error, None)).row_id
     return _reject(row_id, error, {"Retry-After": str(refusal.retry_after)})
 
 
 def _accept(
-    gateway: Gateway, row_id: int, source: Source, parsed: ParsedDelivery, note: str | None
+    gateway: Gateway, recorded: deliveries.Recorded, source: Source, parsed: ParsedDelivery, note: str | None
 ) -> JSONResponse:
     """Wake the dispatcher if there is something to dispatch, and answer 202."""
-    if parsed.requests:
+    if recorded.requests:
         gateway.dispatcher_notify()
     accepted = WebhookAccepted(
-        id=row_id,
+        id=recorded.row_id,
         source=source,
         event_type=parsed.event_type,
         action=parsed.action_label,
-        sync_requests=[r.to_json() for r in parsed.requests],
+        sync_requests=[r.to_json() for r in recorded.requests],
         note=note,
     )
     return JSONResponse(accepted.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
@@ -198,10 +210,11 @@ async def _record(
     payload: Any,
     parsed: ParsedDelivery | None,
     error: PayloadError | None,
-) -> int:
+    sender: Sender | None,
+) -> deliveries.Recorded:
     try:
         return await run_in_threadpool(
-            deliveries.record, gateway.engine, source, payload, parsed, error, _scan_grace(gateway)
+            deliveries.record, gateway.engine, source, payload, parsed, error, sender, _scan_grace(gateway)
         )
     except Exception as exc:
         # Not recorded means not acknowledged: the sender must see a failure (it is not the input's fault).
@@ -302,12 +315,11 @@ Admin = Annotated[None, Depends(require_admin)]
         503: _REJECTIONS[503],
     },
 )
-async def replay(
-    webhook_id: Annotated[int, Path(ge=1, le=2**63 - 1)], gateway: GatewayDep, _: Admin
-) -> JSONResponse:
-    """Parse a stored delivery again with today's parsers and record it as a new delivery (which the
-    dispatcher then turns into flow runs). For deliveries rejected by a since-fixed parser, or to re-run
-    the syncs a delivery asked for. `smartplex-sync webhooks replay` does the same."""
+async def replay(webhook_id: uuid.UUID, gateway: GatewayDep, _: Admin) -> JSONResponse:
+    """Parse a stored delivery again with today's parsers, attribute it again to its user's servers, and
+    record it as a new delivery (which the dispatcher then turns into flow runs). For deliveries rejected
+    by a since-fixed parser or sent before their server was in SmartPlex, or to re-run the syncs a
+    delivery asked for. `smartplex-sync webhooks replay` does the same."""
     try:
         replayed = await run_in_threadpool(
             deliveries.replay, gateway.engine, webhook_id, _scan_grace(gateway)
@@ -315,9 +327,11 @@ async def replay(
     except PayloadError as error:
         return _reject(None if error.status_code == 404 else webhook_id, error)
     except Exception as exc:
-        log.error("could not replay webhook %d: %s", webhook_id, _describe(exc))
+        log.error("could not replay webhook %s: %s", webhook_id, _describe(exc))
         raise StoreUnavailable(f"the webhook log is unavailable ({_describe(exc)})") from exc
-    return _accept(gateway, replayed.row_id, replayed.source, replayed.parsed, replayed.note)
+    if replayed.recorded.error is not None:
+        return _reject(replayed.recorded.row_id, replayed.recorded.error)
+    return _accept(gateway, replayed.recorded, replayed.source, replayed.parsed, replayed.note)
 
 
 @router.get("/api/webhooks/status", tags=["status"], summary="Deliveries per source and the latest ones")
@@ -325,23 +339,25 @@ async def webhook_status(gateway: GatewayDep, _: Admin, limit: int = 20) -> dict
     return await run_in_threadpool(webhooks.summary, gateway.engine, recent=max(1, min(limit, 200)))
 
 
-@router.get("/api/sync/status", tags=["status"], summary="Each service's schedule and its last run")
+@router.get("/api/sync/status", tags=["status"], summary="Each sync_schedule row and its last run")
 async def sync_status(gateway: GatewayDep, _: Admin) -> dict[str, Any]:
-    """`sync_schedule` as the mirror last saw Prefect: interval, enabled, next and last run, last error."""
+    """`sync_schedule` as the mirror last saw Prefect, row by row (one per user and service on SmartPlex's
+    per-user table, one per service on its global one): the deployment, interval, enabled, next and last
+    run, last status and error."""
     rows = await run_in_threadpool(schedules.read_schedules, gateway.engine)
-    fields = (
-        "deployment",
-        "enabled",
-        "interval_hours",
-        "next_run_at",
-        "last_run_at",
-        "last_status",
-        "last_error",
-    )
+    fields = ("enabled", "interval_hours", "next_run_at", "last_run_at", "last_status", "last_error", "run_count")
     return {
-        "services": {
-            row.service: {name: getattr(row, name) for name in (*fields, "run_count")} for row in rows
-        },
+        "schedules": [
+            {
+                "id": row.id,
+                "user_id": row.user_id,
+                "service": row.service,
+                "deployment": SCHEDULED_SERVICES[Source(row.service)].value,
+                "slug": row.slug,
+                **{name: getattr(row, name) for name in fields},
+            }
+            for row in rows
+        ],
         "mirrored_at": max((row.mirrored_at for row in rows if row.mirrored_at), default=None),
     }
 

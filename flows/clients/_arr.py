@@ -9,18 +9,7 @@ import httpx
 from flows.clients._http import ServiceClient
 from smartplex_sync.errors import ConfigurationError
 from smartplex_sync.settings import Settings
-
-
-def required_settings(settings: Settings, service: str) -> tuple[str, str]:
-    """`(url, api_key)` of `service`, or ConfigurationError naming the SMARTPLEX_* variable that is missing."""
-    url = getattr(settings, f"{service}_url")
-    key = getattr(settings, f"{service}_api_key")
-    for value, name in ((url, "URL"), (key, "API_KEY")):
-        if value is None or (not isinstance(value, str) and not value.get_secret_value()):
-            raise ConfigurationError(
-                f"SMARTPLEX_{service.upper()}_{name} is not set: a full {service} sync needs it"
-            )
-    return url, key.get_secret_value()
+from smartplex_sync.store.accounts import Integration
 
 
 def positive_int(value: Any) -> int | None:
@@ -57,7 +46,18 @@ class ApiKeyClient(ServiceClient):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        """From SMARTPLEX_<SERVICE>_URL / _API_KEY; ConfigurationError naming the one that is missing."""
-        url, key = required_settings(settings, cls.service)
+    def for_integration(cls, integration: Integration, settings: Settings) -> Self:
+        """A client for a SmartPlex `integrations` row; ConfigurationError when it lacks a URL or key."""
+        url, key = integration_credentials(integration)
         return cls(url, key, timeout=settings.http_timeout_seconds)
+
+
+def integration_credentials(integration: Integration) -> tuple[str, str]:
+    """`(url, api_key)` of an integration, or ConfigurationError naming what the row lacks."""
+    missing = [name for name in ("url", "api_key") if not getattr(integration, name)]
+    if missing or integration.url is None or integration.api_key is None:
+        raise ConfigurationError(
+            f"{integration.service} integration {integration.name!r} has no {' or '.join(missing)}: "
+            "set it in SmartPlex's integrations"
+        )
+    return integration.url.rstrip("/"), integration.api_key

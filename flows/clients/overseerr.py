@@ -45,6 +45,25 @@ def display_name(user: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def _seasons(value: Any) -> tuple[int, ...] | None:
+    """A tv request's season numbers (`seasons: [{seasonNumber}]`); None for a movie."""
+    if not isinstance(value, list) or not value:
+        return None
+    numbers = (_season_number(s.get("seasonNumber")) if isinstance(s, dict) else None for s in value)
+    return tuple(sorted({n for n in numbers if n is not None})) or None
+
+
+def _season_number(value: Any) -> int | None:
+    """A season number: 0 is Plex's and Overseerr's specials season, not "unknown"."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
 def parse_request(raw: Mapping[str, Any]) -> OverseerrRequest:
     """One `/api/v1/request` result. A 4K request's availability is the media's `status4k`."""
     request_id = positive_int(raw.get("id"))
@@ -63,6 +82,8 @@ def parse_request(raw: Mapping[str, Any]) -> OverseerrRequest:
         is_4k=is_4k,
         requested_by=display_name(requested_by),
         requested_by_email=text_or_none(requested_by.get("email")),
+        requested_by_id=positive_int(requested_by.get("id")),
+        seasons=_seasons(raw.get("seasons")),
         requested_at=_timestamp(raw.get("createdAt")),
         updated_at=_timestamp(raw.get("updatedAt")),
     )

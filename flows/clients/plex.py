@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +11,7 @@ import httpx
 from flows.clients._http import ServiceClient
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError
 from smartplex_sync.settings import Settings
+from smartplex_sync.store.accounts import PlexServer
 
 CLIENT_IDENTIFIER = "smartplex-sync-5b1e0c2a"  # stable: PMS lists us as one device, not one per run
 PLEX_TYPES = {"movie": 1, "show": 2, "season": 3, "episode": 4}
@@ -50,19 +51,15 @@ class PlexClient(ServiceClient):
         self.page_size = page_size
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PlexClient:
-        """A client for the configured server; ConfigurationError naming the missing setting otherwise."""
-        if not settings.plex_url:
+    def for_server(cls, server: PlexServer, settings: Settings) -> PlexClient:
+        """A client for a SmartPlex `servers` row; ConfigurationError when the row has no token."""
+        if not server.token:
             raise ConfigurationError(
-                "Plex is not configured: set SMARTPLEX_PLEX_URL (e.g. http://plex:32400)"
+                f"Plex server {server.name!r} has no plex_token: sign in to Plex in SmartPlex, or set "
+                "SMARTPLEX_PLEX_TOKEN for the server SMARTPLEX_PLEX_URL names"
             )
-        if settings.plex_token is None:
-            raise ConfigurationError("Plex is not configured: set SMARTPLEX_PLEX_TOKEN (your X-Plex-Token)")
         return cls(
-            settings.plex_url,
-            settings.plex_token.get_secret_value(),
-            page_size=settings.plex_page_size,
-            timeout=settings.http_timeout_seconds,
+            server.url, server.token, page_size=settings.plex_page_size, timeout=settings.http_timeout_seconds
         )
 
     def _container(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -73,10 +70,17 @@ class PlexClient(ServiceClient):
         return container
 
     def identity(self) -> dict[str, Any]:
-        """`machineIdentifier` (our server_id) and `version`."""
+        """`machineIdentifier` and `version`; Plex answers it without a token."""
         container = self._container("/identity")
         if not container.get("machineIdentifier"):
             raise PermanentServiceError(self.service, "/identity answered no machineIdentifier")
+        return container
+
+    def server_info(self) -> dict[str, Any]:
+        """`/`: machineIdentifier, friendlyName, version, platform; the token must be good."""
+        container = self._container("/")
+        if not container.get("machineIdentifier"):
+            raise PermanentServiceError(self.service, "/ answered no machineIdentifier")
         return container
 
     def sections(self) -> list[dict[str, Any]]:
@@ -103,22 +107,6 @@ class PlexClient(ServiceClient):
         items = list(container.get("Metadata", []))
         total = int(container.get("totalSize", start + len(items)))
         return ItemsPage(items, int(container.get("offset", start)), total)
-
-    def iter_items(
-        self,
-        section_id: int,
-        type_: str,
-        since: int | None = None,
-        updated_since: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Every item of one type in a section, a page at a time (no sleeps between pages)."""
-        start = 0
-        while True:
-            page = self.items_page(section_id, type_, start, added_since=since, updated_since=updated_since)
-            yield from page.items
-            start += len(page.items)
-            if not page.items or start >= page.total_size:
-                return
 
     def metadata(self, rating_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The items of `rating_keys` the server has, by rating key: `/library/metadata/{k1},{k2},...`,

@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 
+from flows.clients._arr import integration_credentials
 from flows.clients._http import TRANSIENT_STATUS, ServiceClient
-from smartplex_sync.errors import ConfigurationError, PermanentServiceError, TransientServiceError
+from smartplex_sync.errors import PermanentServiceError, TransientServiceError
 from smartplex_sync.settings import Settings
+from smartplex_sync.store.accounts import Integration
 
 HISTORY_PAGE_SIZE = 2000
 """Rows per get_history page. Tautulli runs the whole filtered query for every page and slices it, so
@@ -67,23 +69,10 @@ class TautulliClient(ServiceClient):
         self._http.event_hooks["response"].append(self._raise_envelope_error)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TautulliClient:
-        """A client for the configured Tautulli; ConfigurationError naming what is missing otherwise."""
-        missing = [
-            name
-            for name, value in (
-                ("SMARTPLEX_TAUTULLI_URL", settings.tautulli_url),
-                ("SMARTPLEX_TAUTULLI_API_KEY", settings.tautulli_api_key),
-            )
-            if not value
-        ]
-        if missing or settings.tautulli_url is None or settings.tautulli_api_key is None:
-            raise ConfigurationError(f"Tautulli is not configured: set {' and '.join(missing)}")
-        return cls(
-            settings.tautulli_url,
-            settings.tautulli_api_key.get_secret_value(),
-            timeout=settings.http_timeout_seconds,
-        )
+    def for_integration(cls, integration: Integration, settings: Settings) -> TautulliClient:
+        """A client for a SmartPlex Tautulli integration; ConfigurationError when it lacks a URL or key."""
+        url, key = integration_credentials(integration)
+        return cls(url, key, timeout=settings.http_timeout_seconds)
 
     def _raise_envelope_error(self, response: httpx.Response) -> None:
         if response.is_success:
@@ -96,7 +85,9 @@ class TautulliClient(ServiceClient):
         if status in TRANSIENT_STATUS or status >= 500:
             raise TransientServiceError(self.service, f"answered {status}: {message}", status)
         if status in (401, 403):
-            message = f"{message} (check SMARTPLEX_TAUTULLI_API_KEY)"
+            message = (
+                f"{message} (check the API key of the Tautulli integration, or SMARTPLEX_TAUTULLI_API_KEY)"
+            )
         raise PermanentServiceError(self.service, f"answered {status}: {message}", status)
 
     def command(self, cmd: str, **params: Any) -> Any:
@@ -105,8 +96,8 @@ class TautulliClient(ServiceClient):
         if envelope is None:
             raise PermanentServiceError(
                 self.service,
-                f"{cmd}: the answer is not Tautulli's response envelope (does SMARTPLEX_TAUTULLI_URL point "
-                "at Tautulli?)",
+                f"{cmd}: the answer is not Tautulli's response envelope (does the Tautulli integration's URL, "
+                "or SMARTPLEX_TAUTULLI_URL, point at Tautulli?)",
             )
         if envelope.get("result") != "success":
             raise PermanentServiceError(
@@ -169,13 +160,6 @@ class TautulliClient(ServiceClient):
             yield HistoryPage(fresh, len(seen), total)
             if len(rows) < page_size or start >= total:
                 return
-
-    def get_history(
-        self, *, after: date | None = None, rating_key: str | None = None, page_size: int = HISTORY_PAGE_SIZE
-    ) -> list[dict[str, Any]]:
-        """All the rows of `history_pages` in one list."""
-        pages = self.history_pages(after=after, rating_key=rating_key, page_size=page_size)
-        return [row for page in pages for row in page.rows]
 
     def _history_page(self, data: Any) -> tuple[list[dict[str, Any]], int]:
         rows = data.get("data") if isinstance(data, dict) else None

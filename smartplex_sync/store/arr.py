@@ -1,26 +1,28 @@
-"""Sonarr series and Radarr movies (`arr_items`) and their link onto `media_items`.
+"""Sonarr series and Radarr movies (`arr_items`, per Plex server they serve) and their link onto
+`media_items` (SmartPlex's `sonarr_series_id` / `radarr_movie_id`, which its cascade deletion reads).
 
 The arr side and the Plex side arrive in any order (a Download webhook asks for both syncs at once), so
-each sync stores only its own side and then calls `link_arr_ids`, which makes `media_items` agree with
-`arr_items`. It is idempotent and cheap enough to run after every Sonarr, Radarr and Plex library sync.
+each sync stores only its own side and then calls `link_arr_ids`, which makes the server's `media_items`
+agree with its `arr_items`. It is idempotent and cheap enough to run after every Sonarr, Radarr and Plex
+library sync.
 
-Matching:
+Matching, within one server:
 - movies: Radarr's tmdb id, else its imdb id;
-- shows: Sonarr's tvdb id, else tmdb id, else imdb id;
-- seasons and episodes: through their show row (`parent_rating_key` / `grandparent_rating_key`), never by
-  their own ids: Plex gives an episode the *episode's* tvdb id, which can collide with a series id.
+- shows, seasons and episodes: Sonarr's tvdb id, else tmdb id, else imdb id. SmartPlex's rows of a
+  show's seasons and episodes carry the show's ids (as SmartPlex's own Plex sync writes them).
 A row that no longer matches anything (the series was removed from Sonarr) loses its arr id, so cascade
 deletion never acts on a stale id. Ids Plex did not know (tvdb/tmdb/imdb) are filled in from the arr on
-matched movies and shows; ids Plex has are never overwritten.
+matched rows; ids Plex has are never overwritten.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, select, update
 from sqlalchemy.sql import ColumnElement
 
 from smartplex_sync.models import ArrItem, ArrService
@@ -37,16 +39,19 @@ class Coverage:
     library_unlinked: int
 
 
-# Per service: the media_items column it owns, the row type it matches directly, and the ids to match on.
-_LINKS: dict[ArrService, tuple[str, str, tuple[str, ...]]] = {
-    "sonarr": ("sonarr_series_id", "show", ("tvdb_id", "tmdb_id", "imdb_id")),
-    "radarr": ("radarr_movie_id", "movie", ("tmdb_id", "imdb_id")),
+# Per service: the media_items column it owns, the row types it links, the top type, the ids to match on.
+_LINKS: dict[ArrService, tuple[str, tuple[str, ...], str, tuple[str, ...]]] = {
+    "sonarr": ("sonarr_series_id", ("show", "season", "episode"), "show", ("tvdb_id", "tmdb_id", "imdb_id")),
+    "radarr": ("radarr_movie_id", ("movie",), "movie", ("tmdb_id", "imdb_id")),
 }
 _FILLED_IDS = ("tvdb_id", "tmdb_id", "imdb_id")
 
 
-def upsert_arr_items(conn: Connection, items: Iterable[ArrItem], synced_at: datetime) -> int:
-    """Insert or update `items`; return how many were written. Ids the arr no longer reports become NULL."""
+def upsert_arr_items(
+    conn: Connection, server_id: uuid.UUID, items: Iterable[ArrItem], synced_at: datetime
+) -> int:
+    """Insert or update `items` of one server; return how many were written. Ids the arr no longer reports
+    become NULL; a path a webhook did not tell is kept."""
     count = 0
     for item in items:
         values = {
@@ -56,90 +61,81 @@ def upsert_arr_items(conn: Connection, items: Iterable[ArrItem], synced_at: date
             "imdb_id": item.imdb_id,
             "synced_at": synced_at,
         }
-        key = and_(arr_items.c.service == item.service, arr_items.c.arr_id == item.arr_id)
+        key = and_(
+            arr_items.c.server_id == server_id,
+            arr_items.c.service == item.service,
+            arr_items.c.arr_id == item.arr_id,
+        )
         existing = conn.execute(select(arr_items.c.path).where(key)).first()
         if existing is None:
             conn.execute(
-                arr_items.insert().values(service=item.service, arr_id=item.arr_id, path=item.path, **values)
+                arr_items.insert().values(
+                    server_id=server_id, service=item.service, arr_id=item.arr_id, path=item.path, **values
+                )
             )
         else:
-            # A webhook's item may lack the path a full sync stored: keep it.
             conn.execute(update(arr_items).where(key).values(path=item.path or existing.path, **values))
         count += 1
     return count
 
 
-def remove_arr_items_except(conn: Connection, service: ArrService, keep_ids: Sequence[int]) -> int:
-    """After a full sync: delete the service's items that were not in the answer; return how many."""
-    statement = delete(arr_items).where(arr_items.c.service == service)
+def remove_arr_items_except(
+    conn: Connection, server_id: uuid.UUID, service: ArrService, keep_ids: Sequence[int]
+) -> int:
+    """After a full sync: delete the server's items of `service` that were not in the answer."""
+    statement = delete(arr_items).where(arr_items.c.server_id == server_id, arr_items.c.service == service)
     if keep_ids:
         statement = statement.where(arr_items.c.arr_id.not_in(list(keep_ids)))
     return conn.execute(statement).rowcount
 
 
 def _arr_id_for(service: ArrService, keys: tuple[str, ...]) -> ColumnElement[int | None]:
-    """The arr id matching the current media_items row: first key that matches wins."""
+    """The arr id matching the current media_items row on its server: first key that matches wins."""
     candidates = [
         select(func.min(arr_items.c.arr_id))
-        .where(arr_items.c.service == service, arr_items.c[key] == media_items.c[key])
+        .where(
+            arr_items.c.server_id == media_items.c.server_id,
+            arr_items.c.service == service,
+            arr_items.c[key] == media_items.c[key],
+        )
         .scalar_subquery()
         for key in keys
     ]
     return func.coalesce(*candidates)
 
 
-def _link_direct(conn: Connection, service: ArrService) -> int:
-    column, row_type, keys = _LINKS[service]
+def _link(conn: Connection, server_id: uuid.UUID, service: ArrService) -> int:
+    column, types, _top, keys = _LINKS[service]
     wanted = _arr_id_for(service, keys)
     statement = (
         update(media_items)
-        .where(media_items.c.type == row_type, media_items.c[column].is_distinct_from(wanted))
+        .where(
+            media_items.c.server_id == server_id,
+            media_items.c.type.in_(types),
+            media_items.c[column].is_distinct_from(wanted),
+        )
         .values({column: wanted})
     )
     return conn.execute(statement).rowcount
 
 
-def _link_children(conn: Connection) -> int:
-    """Seasons and episodes take their show's Sonarr id."""
-    show = media_items.alias("show")
-    show_id = (
-        select(show.c.sonarr_series_id)
-        .where(
-            show.c.type == "show",
-            show.c.server_id == media_items.c.server_id,
-            or_(
-                and_(media_items.c.type == "season", show.c.rating_key == media_items.c.parent_rating_key),
-                and_(
-                    media_items.c.type == "episode", show.c.rating_key == media_items.c.grandparent_rating_key
-                ),
-            ),
-        )
-        .limit(1)
-        .scalar_subquery()
-    )
-    statement = (
-        update(media_items)
-        .where(
-            media_items.c.type.in_(["season", "episode"]),
-            media_items.c.sonarr_series_id.is_distinct_from(show_id),
-        )
-        .values(sonarr_series_id=show_id)
-    )
-    return conn.execute(statement).rowcount
-
-
-def _fill_ids(conn: Connection, service: ArrService) -> None:
-    column, row_type, _keys = _LINKS[service]
+def _fill_ids(conn: Connection, server_id: uuid.UUID, service: ArrService) -> None:
+    column, types, _top, _keys = _LINKS[service]
     for key in _FILLED_IDS:
         known = (
             select(arr_items.c[key])
-            .where(arr_items.c.service == service, arr_items.c.arr_id == media_items.c[column])
+            .where(
+                arr_items.c.server_id == media_items.c.server_id,
+                arr_items.c.service == service,
+                arr_items.c.arr_id == media_items.c[column],
+            )
             .scalar_subquery()
         )
         conn.execute(
             update(media_items)
             .where(
-                media_items.c.type == row_type,
+                media_items.c.server_id == server_id,
+                media_items.c.type.in_(types),
                 media_items.c[column].is_not(None),
                 media_items.c[key].is_(None),
                 known.is_not(None),
@@ -148,29 +144,24 @@ def _fill_ids(conn: Connection, service: ArrService) -> None:
         )
 
 
-def link_arr_ids(conn: Connection) -> int:
-    """Make media_items' sonarr_series_id / radarr_movie_id agree with arr_items (see the module docstring).
-
-    Returns how many media_items rows got a different arr id (linked, relinked or unlinked). Call it in the
-    same transaction as the upserts it follows.
-    """
-    changed = _link_direct(conn, "radarr") + _link_direct(conn, "sonarr")
-    changed += _link_children(conn)
-    _fill_ids(conn, "radarr")
-    _fill_ids(conn, "sonarr")
+def link_arr_ids(conn: Connection, server_id: uuid.UUID) -> int:
+    """Make one server's sonarr_series_id / radarr_movie_id agree with its arr_items (see the module
+    docstring). Returns how many media_items rows got a different arr id (linked, relinked or unlinked).
+    Call it in the same transaction as the upserts it follows."""
+    changed = _link(conn, server_id, "radarr") + _link(conn, server_id, "sonarr")
+    _fill_ids(conn, server_id, "radarr")
+    _fill_ids(conn, server_id, "sonarr")
     return changed
 
 
-def coverage(conn: Connection, service: ArrService, items: Sequence[ArrItem]) -> Coverage:
-    """Which of `items` are in the library now, and how many library rows the service does not know."""
-    column, row_type, _keys = _LINKS[service]
-    linked = set(
-        conn.execute(select(media_items.c[column]).where(media_items.c.type == row_type).distinct()).scalars()
-    )
+def coverage(conn: Connection, server_id: uuid.UUID, service: ArrService, items: Sequence[ArrItem]) -> Coverage:
+    """Which of `items` are in the server's library now, and how many of its rows the service does not
+    know."""
+    column, _types, top, _keys = _LINKS[service]
+    on_server = (media_items.c.server_id == server_id, media_items.c.type == top)
+    linked = set(conn.execute(select(media_items.c[column]).where(*on_server).distinct()).scalars())
     unlinked = conn.execute(
-        select(func.count())
-        .select_from(media_items)
-        .where(media_items.c.type == row_type, media_items.c[column].is_(None))
+        select(func.count()).select_from(media_items).where(*on_server, media_items.c[column].is_(None))
     ).scalar_one()
     return Coverage(
         matched=[item.arr_id for item in items if item.arr_id in linked],

@@ -1,16 +1,23 @@
-"""Engines for the embedded SQLite default and for PostgreSQL / Supabase."""
+"""Engines for the embedded SQLite default and for PostgreSQL / Supabase, and the column types that read
+the same on both."""
 
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import CHAR, DateTime, Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+OWN_SCHEMA = "smartplex_sync"
+"""The PostgreSQL schema of SmartPlex Sync's own tables (kept out of `public`, which Supabase's Data API
+publishes). SQLite has no schemas: there they live beside SmartPlex's tables under the same names."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -31,6 +38,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class GUID(TypeDecorator[uuid.UUID]):
+    """A UUID: PostgreSQL's `uuid`, canonical 36-character text on SQLite. Python sees `uuid.UUID`."""
+
+    impl = CHAR(36)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(PG_UUID(as_uuid=True))
+        return dialect.type_descriptor(CHAR(36))
+
+    def process_bind_param(self, value: uuid.UUID | str | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        return value if dialect.name == "postgresql" else str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> uuid.UUID | None:
+        if value is None or isinstance(value, uuid.UUID):
+            return value
+        return uuid.UUID(str(value))
 
 
 def utcnow() -> datetime:
@@ -75,7 +105,7 @@ def make_engine(url: str, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": wait_seconds})
         event.listen(engine, "connect", _sqlite_pragmas(wait_seconds))
-        return engine
+        return engine.execution_options(schema_translate_map={OWN_SCHEMA: None})
     # prepare_threshold=None: a transaction pooler (PgBouncer, Supavisor) cannot hold prepared statements.
     return create_engine(
         parsed.difference_update_query(_NOT_LIBPQ_OPTIONS),

@@ -1,13 +1,19 @@
-"""Watch history: Tautulli plays in `watch_history`, and the play totals on `media_items` derived from them.
+"""Watch history: Tautulli's plays in `watch_history`, and what SmartPlex reads of them: the play totals on
+`media_items` (every Plex user, as SmartPlex's 004/020 define them) and `user_stats` (per SmartPlex user).
 
 Totals are always recomputed from *all* stored plays of an item, never from the plays of one sync: a
 7-day sync can only add plays, so it can never lower a lifetime total (the original SmartPlex overwrote
-lifetime totals with the last 7 days). Plays of items not (yet) in `media_items` are kept; whoever
-inserts media items calls `refresh_play_totals` for them, which links the plays stored before.
+lifetime totals with the last 7 days). Plays are matched to items by server and rating key, never across
+servers; a season's totals are its episodes' plays, a show's every episode's. Plays of items not (yet)
+in `media_items` are kept; whoever inserts media items calls `refresh_play_totals` for them.
+
+`user_stats` holds the plays of SmartPlex users: a play is theirs when Tautulli's user id is their
+`users.plex_user_id` (the Plex account id) or Tautulli's user name their `users.plex_username`.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,10 +23,10 @@ from sqlalchemy import Connection, Numeric, and_, case, cast, func, or_, select,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from smartplex_sync.store.engine import utcnow
-from smartplex_sync.store.tables import media_items, watch_history
+from smartplex_sync.store.tables import media_items, user_stats, users, watch_history
 
 COMPLETE_PERCENT = 90
-"""A play counts as complete at this percent_complete or above, else as partial."""
+"""A play counts as complete at this percent_complete or above, else as partial (SmartPlex's 020)."""
 
 BATCH_SIZE = 500
 
@@ -49,32 +55,41 @@ def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
         yield items[start : start + size]
 
 
+def _insert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
 def upsert_plays(
     conn: Connection,
+    server_id: uuid.UUID,
     plays: Iterable[Mapping[str, Any]],
     *,
     synced_at: datetime | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> UpsertCounts:
-    """Insert or update plays keyed on `tautulli_row_id`; rows equal to what is stored are not rewritten.
-
-    Each play maps the columns of `PLAY_COLUMNS` (missing ones are NULL/0 by the table defaults).
-    A row id given twice keeps its last version.
-    """
+    """Insert or update one server's plays keyed on Tautulli's row id; rows equal to what is stored are not
+    rewritten. Each play maps the columns of `PLAY_COLUMNS` but `server_id` (missing ones take their
+    defaults). A row id given twice keeps its last version."""
     synced_at = synced_at or utcnow()
-    by_id = {int(play["tautulli_row_id"]): dict(play) for play in plays}
+    by_id = {int(play["tautulli_row_id"]): {**play, "server_id": server_id} for play in plays}
     counts = UpsertCounts()
     for batch in _chunks(list(by_id.values()), batch_size):
-        counts += _upsert_batch(conn, batch, synced_at)
+        counts += _upsert_batch(conn, server_id, batch, synced_at)
     return counts
 
 
-def _upsert_batch(conn: Connection, batch: Sequence[dict[str, Any]], synced_at: datetime) -> UpsertCounts:
+def _upsert_batch(
+    conn: Connection, server_id: uuid.UUID, batch: Sequence[dict[str, Any]], synced_at: datetime
+) -> UpsertCounts:
     columns = [watch_history.c[name] for name in PLAY_COLUMNS]
     ids = [play["tautulli_row_id"] for play in batch]
     stored = {
         row.tautulli_row_id: row._mapping
-        for row in conn.execute(select(*columns).where(watch_history.c.tautulli_row_id.in_(ids)))
+        for row in conn.execute(
+            select(*columns).where(
+                watch_history.c.server_id == server_id, watch_history.c.tautulli_row_id.in_(ids)
+            )
+        )
     }
     to_write = []
     updated = 0
@@ -85,11 +100,10 @@ def _upsert_batch(conn: Connection, batch: Sequence[dict[str, Any]], synced_at: 
         updated += previous is not None
         to_write.append({**play, "synced_at": synced_at})
     if to_write:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(watch_history)
-        written = {key for row in to_write for key in row} - {"tautulli_row_id"}
+        statement = _insert(conn)(watch_history)
+        written = {key for row in to_write for key in row} - {"server_id", "tautulli_row_id"}
         statement = statement.on_conflict_do_update(
-            index_elements=[watch_history.c.tautulli_row_id],
+            index_elements=[watch_history.c.server_id, watch_history.c.tautulli_row_id],
             set_={key: statement.excluded[key] for key in sorted(written)},
         )
         conn.execute(statement, to_write)
@@ -97,49 +111,142 @@ def _upsert_batch(conn: Connection, batch: Sequence[dict[str, Any]], synced_at: 
     return UpsertCounts(new=new, updated=updated, unchanged=len(batch) - len(to_write))
 
 
+# The plays of a media_items row, by its type: its own (movie, episode), its episodes' (season, show).
+_PLAYS_OF_TYPE = {
+    ("movie", "episode"): watch_history.c.rating_key,
+    ("season",): watch_history.c.parent_rating_key,
+    ("show",): watch_history.c.grandparent_rating_key,
+}
+
+
 def refresh_play_totals(
     conn: Connection,
-    server_id: str | None,
+    server_id: uuid.UUID,
     rating_keys: Iterable[str],
     *,
     now: datetime | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> int:
-    """Recompute the play totals of the media items with these rating keys from all their stored plays.
-
-    Items are matched on rating_key, and on server_id when one is given. A play counts for an item
-    when the rating keys match and the play's server_id is the item's or unknown (NULL).
-    Returns the number of media_items rows updated; keys without a media item are skipped (their plays
-    stay in watch_history and are counted when the item arrives and this is called again).
-    """
+    """Recompute the play totals of this server's media items with these rating keys (movies, episodes,
+    and the seasons and shows among them) from all their stored plays. Returns the rows updated; keys
+    without a media item are skipped (their plays wait in watch_history)."""
     now = now or utcnow()
     keys = sorted({str(key) for key in rating_keys})
-    plays_of_item = and_(
-        watch_history.c.rating_key == media_items.c.rating_key,
-        or_(watch_history.c.server_id == media_items.c.server_id, watch_history.c.server_id.is_(None)),
+    updated = 0
+    for types, key_column in _PLAYS_OF_TYPE.items():
+        plays_of_item = and_(
+            watch_history.c.server_id == media_items.c.server_id, key_column == media_items.c.plex_id
+        )
+
+        def aggregate(expression: Any, plays: Any = plays_of_item) -> Any:
+            return select(expression).where(plays).scalar_subquery()
+
+        complete = case((watch_history.c.percent_complete >= COMPLETE_PERCENT, 1), else_=0)
+        values = {
+            "total_play_count": aggregate(func.count()),
+            "complete_play_count": aggregate(func.coalesce(func.sum(complete), 0)),
+            "partial_play_count": aggregate(func.count() - func.coalesce(func.sum(complete), 0)),
+            "total_watch_time_seconds": aggregate(
+                func.coalesce(func.sum(watch_history.c.duration_seconds), 0)
+            ),
+            "avg_percent_complete": aggregate(
+                func.round(func.avg(cast(watch_history.c.percent_complete, Numeric)), 2)
+            ),
+            "last_watched_at": aggregate(
+                func.max(func.coalesce(watch_history.c.stopped_at, watch_history.c.started_at))
+            ),
+            "tautulli_synced_at": now,
+        }
+        for batch in _chunks(keys, batch_size):
+            statement = (
+                update(media_items)
+                .where(
+                    media_items.c.server_id == server_id,
+                    media_items.c.type.in_(types),
+                    media_items.c.plex_id.in_(batch),
+                )
+                .values(values)
+            )
+            updated += conn.execute(statement).rowcount
+    return updated
+
+
+def _player_is(user: Any) -> Any:
+    """The play is this SmartPlex user's: their Plex account id, else their Plex username."""
+    return or_(
+        and_(users.c.plex_user_id.is_not(None), users.c.plex_user_id == watch_history.c.plex_user_id),
+        and_(
+            users.c.plex_username.is_not(None),
+            func.lower(users.c.plex_username) == func.lower(watch_history.c.user_name),
+        ),
     )
 
-    def aggregate(expression: Any) -> Any:
-        return select(expression).where(plays_of_item).scalar_subquery()
 
-    complete = case((watch_history.c.percent_complete >= COMPLETE_PERCENT, 1), else_=0)
-    values = {
-        "total_play_count": aggregate(func.count()),
-        "complete_play_count": aggregate(func.coalesce(func.sum(complete), 0)),
-        "partial_play_count": aggregate(func.count() - func.coalesce(func.sum(complete), 0)),
-        "total_watch_time_seconds": aggregate(func.coalesce(func.sum(watch_history.c.duration_seconds), 0)),
-        "avg_percent_complete": aggregate(
-            func.round(func.avg(cast(watch_history.c.percent_complete, Numeric)), 2)
+def refresh_user_stats(
+    conn: Connection, server_id: uuid.UUID, rating_keys: Iterable[str], *, now: datetime | None = None
+) -> int:
+    """Recompute `user_stats` of the SmartPlex users who played these items (movies and episodes) of this
+    server, from all their stored plays. `rating` and rows of users without plays are left alone.
+    Returns the rows written."""
+    now = now or utcnow()
+    keys = sorted({str(key) for key in rating_keys})
+    per_pair: dict[tuple[uuid.UUID, uuid.UUID], list[Any]] = {}
+    for batch in _chunks(keys, BATCH_SIZE):
+        rows = conn.execute(
+            select(
+                users.c.id.label("user_id"),
+                media_items.c.id.label("media_item_id"),
+                watch_history.c.tautulli_row_id,
+                watch_history.c.duration_seconds,
+                watch_history.c.percent_complete,
+                watch_history.c.started_at,
+                watch_history.c.stopped_at,
+            )
+            .select_from(watch_history)
+            .join(
+                media_items,
+                and_(
+                    media_items.c.server_id == watch_history.c.server_id,
+                    media_items.c.plex_id == watch_history.c.rating_key,
+                    media_items.c.type.in_(["movie", "episode"]),
+                ),
+            )
+            .join(users, _player_is(users))
+            .where(watch_history.c.server_id == server_id, watch_history.c.rating_key.in_(batch))
+        ).all()
+        for row in rows:
+            per_pair.setdefault((row.user_id, row.media_item_id), []).append(row)
+    if not per_pair:
+        return 0
+    stats = []
+    for (user_id, item_id), plays in per_pair.items():
+        unique = {play.tautulli_row_id: play for play in plays}.values()  # a play matched two ways counts once
+        ordered = sorted(unique, key=lambda p: (p.stopped_at or p.started_at or now, p.tautulli_row_id))
+        last = ordered[-1]
+        stats.append(
+            {
+                "id": uuid.uuid4(),
+                "user_id": user_id,
+                "media_item_id": item_id,
+                "play_count": len(ordered),
+                "total_duration_ms": sum(p.duration_seconds or 0 for p in ordered) * 1000,
+                "last_played_at": last.stopped_at or last.started_at,
+                "completion_percentage": float(
+                    min(100, round(sum(p.percent_complete for p in ordered) / len(ordered), 2))
+                ),
+                "percent_complete": float(min(100, last.percent_complete)),
+                "watched_status": int(any(p.percent_complete >= COMPLETE_PERCENT for p in ordered)),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    statement = _insert(conn)(user_stats)
+    kept = {"id", "user_id", "media_item_id", "created_at"}
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[user_stats.c.user_id, user_stats.c.media_item_id],
+            set_={key: statement.excluded[key] for key in stats[0] if key not in kept},
         ),
-        "last_watched_at": aggregate(
-            func.max(func.coalesce(watch_history.c.stopped_at, watch_history.c.started_at))
-        ),
-        "tautulli_synced_at": now,
-    }
-    updated = 0
-    for batch in _chunks(keys, batch_size):
-        statement = update(media_items).where(media_items.c.rating_key.in_(batch)).values(values)
-        if server_id is not None:
-            statement = statement.where(media_items.c.server_id == server_id)
-        updated += conn.execute(statement).rowcount
-    return updated
+        stats,
+    )
+    return len(stats)

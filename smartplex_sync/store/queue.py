@@ -12,6 +12,7 @@ gives its requests back to the queue (at most MAX_DISPATCHES times).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from sqlalchemy import Connection, Engine, and_, case, delete, exists, insert, o
 from sqlalchemy.exc import IntegrityError
 
 from smartplex_sync.models import Deployment
-from smartplex_sync.requests import Stamp, SyncRequest
+from smartplex_sync.requests import ScopedRequest, Stamp
 from smartplex_sync.store.engine import utcnow
 from smartplex_sync.store.tables import batch_requests, dispatch_batches, webhook_log, webhook_requests
 
@@ -36,7 +37,7 @@ class QueuedRequest:
     """One request waiting for a batch, with what its delivery tells about it."""
 
     id: int
-    webhook_id: int
+    webhook_id: uuid.UUID
     ordinal: int
     deployment: Deployment
     parameters: dict[str, Any]
@@ -47,7 +48,7 @@ class QueuedRequest:
 
     @property
     def stamp(self) -> Stamp:
-        return (self.received_at, self.webhook_id, self.ordinal)
+        return (self.received_at, str(self.webhook_id), self.ordinal)
 
 
 @dataclass(frozen=True)
@@ -67,61 +68,38 @@ class Batch:
     next_attempt_at: datetime | None = None
 
 
-def _request_rows(
-    webhook_id: int, received_at: datetime, requests: Iterable[tuple[int, SyncRequest]], scan_grace: timedelta
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "webhook_id": webhook_id,
-            "ordinal": ordinal,
-            "deployment": request.deployment.value,
-            "parameters": request.parameters.to_json(),
-            "ready_at": received_at + (scan_grace if request.wait_for_plex_scan else timedelta()),
-            "batch_id": None,
-            "dispatches": 0,
-        }
-        for ordinal, request in requests
-    ]
-
-
 def enqueue(
     conn: Connection,
-    webhook_id: int,
+    webhook_id: uuid.UUID,
     received_at: datetime,
-    requests: Sequence[SyncRequest],
+    requests: Sequence[ScopedRequest],
     scan_grace: timedelta,
 ) -> None:
     """Queue a delivery's requests (inside the transaction that records the delivery)."""
     if requests:
-        rows = _request_rows(webhook_id, received_at, enumerate(requests), scan_grace)
+        rows = [
+            {
+                "webhook_id": webhook_id,
+                "ordinal": ordinal,
+                "deployment": request.deployment.value,
+                "parameters": request.parameters.to_json(),
+                "ready_at": received_at + (scan_grace if request.wait_for_plex_scan else timedelta()),
+                "batch_id": None,
+                "dispatches": 0,
+            }
+            for ordinal, request in enumerate(requests)
+        ]
         conn.execute(insert(webhook_requests), rows)
 
 
-def adopt_unqueued(engine: Engine, scan_grace: timedelta) -> int:
-    """Queue the requests of undispatched deliveries that have none queued: rows recorded before the
-    queue existed (their requests are JSON in webhook_log.sync_requests). Requests that already had a run
-    are left out. Returns how many deliveries were adopted."""
-    queued = exists().where(webhook_requests.c.webhook_id == webhook_log.c.id)
-    with engine.begin() as conn:
-        rows = conn.execute(
-            select(webhook_log.c.id, webhook_log.c.received_at, webhook_log.c.sync_requests).where(
-                webhook_log.c.processed.is_(False), ~queued
-            )
-        ).all()
-        for row in rows:
-            waiting = [
-                (ordinal, SyncRequest.from_json(raw))
-                for ordinal, raw in enumerate(row.sync_requests or [])
-                if not raw.get("flow_run_id")
-            ]
-            if waiting:
-                conn.execute(
-                    insert(webhook_requests), _request_rows(row.id, row.received_at, waiting, scan_grace)
-                )
-            else:
-                done = update(webhook_log).where(webhook_log.c.id == row.id)
-                conn.execute(done.values(processed=True, processed_at=utcnow()))
-    return len(rows)
+def requests_of(conn: Connection, webhook_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A delivery's queued requests: deployment and parameters, in the order it asked for them."""
+    rows = conn.execute(
+        select(webhook_requests.c.deployment, webhook_requests.c.parameters)
+        .where(webhook_requests.c.webhook_id == webhook_id)
+        .order_by(webhook_requests.c.ordinal)
+    )
+    return [{"deployment": row.deployment, "parameters": row.parameters} for row in rows]
 
 
 def pending_requests(engine: Engine) -> list[QueuedRequest]:
@@ -248,11 +226,6 @@ def run_created(engine: Engine, batch_id: str, flow_run_id: str) -> None:
         served = webhook_log.c.id.in_(_webhooks_of(batch_id))
         conn.execute(
             update(webhook_log)
-            .where(served, webhook_log.c.flow_run_id.is_(None))
-            .values(flow_run_id=flow_run_id)
-        )
-        conn.execute(
-            update(webhook_log)
             .where(served, webhook_log.c.processed.is_(False), ~unserved)
             .values(
                 processed=True,
@@ -348,44 +321,7 @@ def _clear_run_failure(conn: Connection, flow_run_id: str) -> int:
     ).rowcount
 
 
-def record_run_failure(engine: Engine, flow_run_id: str, message: str) -> int:
-    """A flow run failed: show its error on every delivery it served. Returns the rows touched."""
-    with engine.begin() as conn:
-        return _record_run_failure(conn, flow_run_id, message)
-
-
-def clear_run_failure(engine: Engine, flow_run_id: str) -> int:
-    """A run (or its retry) completed: drop the failure `record_run_failure` wrote for it."""
-    with engine.begin() as conn:
-        return _clear_run_failure(conn, flow_run_id)
-
-
-@dataclass(frozen=True)
-class ServedDelivery:
-    id: int
-    source: str
-    event_type: str
-    received_at: datetime
-
-
-def deliveries_of(engine: Engine, batch_id: str) -> list[ServedDelivery]:
-    """The deliveries a batch serves, oldest first (for its run's artifact)."""
-    statement = (
-        select(webhook_log.c.id, webhook_log.c.source, webhook_log.c.event_type, webhook_log.c.received_at)
-        .where(
-            webhook_log.c.id.in_(
-                select(webhook_requests.c.webhook_id)
-                .join(batch_requests, batch_requests.c.request_id == webhook_requests.c.id)
-                .where(batch_requests.c.batch_id == batch_id)
-            )
-        )
-        .order_by(webhook_log.c.id)
-    )
-    with engine.connect() as conn:
-        return [ServedDelivery(*row) for row in conn.execute(statement)]
-
-
-def runs_of(conn: Connection, webhook_ids: Iterable[int]) -> dict[int, list[str]]:
+def runs_of(conn: Connection, webhook_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
     """Every flow run that served each delivery, in the order they were created."""
     statement = (
         select(webhook_requests.c.webhook_id, dispatch_batches.c.flow_run_id)
@@ -396,7 +332,7 @@ def runs_of(conn: Connection, webhook_ids: Iterable[int]) -> dict[int, list[str]
         )
         .order_by(dispatch_batches.c.created_at)
     )
-    runs: dict[int, list[str]] = {}
+    runs: dict[uuid.UUID, list[str]] = {}
     for webhook_id, flow_run_id in conn.execute(statement):
         if flow_run_id not in runs.setdefault(webhook_id, []):
             runs[webhook_id].append(flow_run_id)
@@ -404,10 +340,16 @@ def runs_of(conn: Connection, webhook_ids: Iterable[int]) -> dict[int, list[str]
 
 
 def delete_finished_before(engine: Engine, cutoff: datetime) -> int:
-    """Retention: finished batches created before `cutoff` that no remaining request points at."""
+    """Retention: finished batches created before `cutoff` that no remaining request points at.
+
+    The requests of deliveries retention deleted go first. PostgreSQL's foreign key cascades them with
+    their delivery; SQLite's tables have no such key (SQLAlchemy leaves out a foreign key between two
+    schemas, and webhook_requests is in ours), so there they would stay, and keep their batches."""
+    orphaned = ~exists().where(webhook_log.c.id == webhook_requests.c.webhook_id)
     referenced = exists().where(batch_requests.c.batch_id == dispatch_batches.c.id)
     statement = delete(dispatch_batches).where(
         dispatch_batches.c.finished_at.is_not(None), dispatch_batches.c.created_at < cutoff, ~referenced
     )
     with engine.begin() as conn:
+        conn.execute(delete(webhook_requests).where(orphaned))
         return conn.execute(statement).rowcount

@@ -1,14 +1,21 @@
-"""webhook_log: record a delivery (and queue its sync requests), summarise, clean up."""
+"""SmartPlex's webhook_log: record a delivery (and queue its sync requests), summarise, clean up.
+
+The guide's own query (`SELECT source, event_type, received_at, processed, error_message FROM
+webhook_log ...`) reads our rows as it reads SmartPlex's: `processed` turns true once every sync the
+delivery asked for has its flow run; `user_id` / `server_id` say whose delivery it was. What the gateway
+did with it (`action`) and answered (`http_status`) are our columns beside SmartPlex's.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, delete, func, select
+from sqlalchemy import Engine, Text, case, cast, delete, func, select
 
-from smartplex_sync.requests import SyncRequest
+from smartplex_sync.requests import ScopedRequest
 from smartplex_sync.store import queue
 from smartplex_sync.store.engine import utcnow
 from smartplex_sync.store.tables import webhook_log
@@ -32,46 +39,43 @@ def record(
     event_type: str,
     payload: Any,
     action: str,
-    requests: Sequence[SyncRequest] = (),
+    requests: Sequence[ScopedRequest] = (),
     http_status: int = 202,
     error_message: str | None = None,
     received_at: datetime | None = None,
     scan_grace: timedelta = timedelta(),
-) -> int:
+    user_id: uuid.UUID | None = None,
+    server_id: uuid.UUID | None = None,
+) -> uuid.UUID:
     """Insert one delivery and queue its sync requests, in one transaction; return its id. Deliveries
     without sync requests are done at once. `scan_grace` holds back requests that wait for Plex's scan."""
     now = utcnow()
     received_at = received_at or now
     done = not requests
+    row_id = uuid.uuid4()
     with engine.begin() as conn:
-        row_id = conn.execute(
-            webhook_log.insert()
-            .values(
+        conn.execute(
+            webhook_log.insert().values(
+                id=row_id,
                 source=source,
                 event_type=_storable(event_type),
                 payload=_storable(payload),
                 received_at=received_at,
+                created_at=received_at,
                 processed=done,
                 processed_at=now if done else None,
                 error_message=_storable(error_message),
+                user_id=user_id,
+                server_id=server_id,
                 action=action,
                 http_status=http_status,
-                sync_requests=_storable([r.to_json() for r in requests]),
             )
-            .returning(webhook_log.c.id)
-        ).scalar_one()
+        )
         queue.enqueue(conn, row_id, received_at, requests, scan_grace)
     return row_id
 
 
-def get(engine: Engine, delivery_id: int) -> dict[str, Any] | None:
-    """One delivery, payload included (for replay), or None."""
-    with engine.connect() as conn:
-        row = conn.execute(select(webhook_log).where(webhook_log.c.id == delivery_id)).one_or_none()
-    return row._asdict() if row else None
-
-
-_LISTED = (
+_SHOWN = (
     webhook_log.c.id,
     webhook_log.c.source,
     webhook_log.c.event_type,
@@ -80,9 +84,41 @@ _LISTED = (
     webhook_log.c.processed_at,
     webhook_log.c.action,
     webhook_log.c.http_status,
-    webhook_log.c.flow_run_id,
+    webhook_log.c.user_id,
+    webhook_log.c.server_id,
     webhook_log.c.error_message,
 )
+
+
+def get(engine: Engine, delivery_id: uuid.UUID) -> dict[str, Any] | None:
+    """One delivery, payload and queued requests included (for replay and `webhooks show`), or None."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(*_SHOWN, webhook_log.c.payload).where(webhook_log.c.id == delivery_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        return {**row._asdict(), "sync_requests": queue.requests_of(conn, delivery_id)}
+
+
+def resolve_id(engine: Engine, text: str) -> uuid.UUID | None:
+    """A delivery's id from its full text or a prefix that names one delivery (as `webhooks ls` shows)."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    prefix = text.strip().lower()
+    if len(prefix) < 4 or any(c not in "0123456789abcdef-" for c in prefix):
+        return None
+    with engine.connect() as conn:
+        as_text = cast(webhook_log.c.id, Text)
+        found = conn.scalars(select(webhook_log.c.id).where(as_text.like(f"{prefix}%")).limit(2)).all()
+    return found[0] if len(found) == 1 else None
+
+
+_LISTED = _SHOWN
+_NEWEST_FIRST = (webhook_log.c.received_at.desc(), webhook_log.c.id.desc())
+_OLDEST_FIRST = (webhook_log.c.received_at, webhook_log.c.id)
 
 
 def summary(engine: Engine, *, recent: int = 20) -> dict[str, Any]:
@@ -95,7 +131,7 @@ def summary(engine: Engine, *, recent: int = 20) -> dict[str, Any]:
                 func.sum(case((webhook_log.c.processed.is_(False), 1), else_=0)),
             ).group_by(webhook_log.c.source)
         ).all()
-        rows = conn.execute(select(*_LISTED).order_by(webhook_log.c.id.desc()).limit(recent)).all()
+        rows = conn.execute(select(*_LISTED).order_by(*_NEWEST_FIRST).limit(recent)).all()
         runs = queue.runs_of(conn, [row.id for row in rows])
     return {
         "total_webhooks": sum(count for _, count, _ in per_source),
@@ -125,14 +161,14 @@ def find(
         query = query.where((webhook_log.c.http_status >= 400) | webhook_log.c.error_message.is_not(None))
     if since is not None:
         query = query.where(webhook_log.c.received_at >= since)
-    query = query.order_by(webhook_log.c.id if oldest_first else webhook_log.c.id.desc()).limit(limit)
+    query = query.order_by(*(_OLDEST_FIRST if oldest_first else _NEWEST_FIRST)).limit(limit)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
         runs = queue.runs_of(conn, [row.id for row in rows])
     return [{**row._asdict(), "flow_run_ids": runs.get(row.id, [])} for row in rows]
 
 
-def flow_runs_of(engine: Engine, delivery_id: int) -> list[str]:
+def flow_runs_of(engine: Engine, delivery_id: uuid.UUID) -> list[str]:
     """Every flow run that served one delivery, oldest first."""
     with engine.connect() as conn:
         return queue.runs_of(conn, [delivery_id]).get(delivery_id, [])
@@ -140,22 +176,22 @@ def flow_runs_of(engine: Engine, delivery_id: int) -> list[str]:
 
 def last_per_source(engine: Engine) -> dict[str, dict[str, Any]]:
     """The newest delivery of each source (for `doctor`)."""
-    newest = select(webhook_log.c.source, func.max(webhook_log.c.id).label("id")).group_by(
-        webhook_log.c.source
+    columns = (
+        webhook_log.c.source,
+        webhook_log.c.event_type,
+        webhook_log.c.received_at,
+        webhook_log.c.processed,
+        webhook_log.c.action,
+        webhook_log.c.error_message,
     )
-    newest_sq = newest.subquery()
+    found = {}
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                webhook_log.c.source,
-                webhook_log.c.event_type,
-                webhook_log.c.received_at,
-                webhook_log.c.processed,
-                webhook_log.c.action,
-                webhook_log.c.error_message,
-            ).join(newest_sq, webhook_log.c.id == newest_sq.c.id)
-        ).all()
-    return {row.source: row._asdict() for row in rows}
+        for source in conn.scalars(select(webhook_log.c.source).distinct()):
+            row = conn.execute(
+                select(*columns).where(webhook_log.c.source == source).order_by(*_NEWEST_FIRST).limit(1)
+            ).one()
+            found[source] = row._asdict()
+    return found
 
 
 def delete_processed_before(engine: Engine, cutoff: datetime) -> int:

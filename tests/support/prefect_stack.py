@@ -11,16 +11,13 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.schedules import IntervalSchedule
 
 from deployments.processes import VENV_BIN, prefect_env, spawn
-from smartplex_sync.models import WORK_POOL, Deployment
-from smartplex_sync.schedule_mirror import PREFECT_YAML, load_defaults
+from smartplex_sync.models import SCHEDULED_SERVICES, WORK_POOL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,18 +92,9 @@ def start_worker(stack: PrefectStack, log_path: Path) -> subprocess.Popen[bytes]
     return worker
 
 
-async def restore_default_schedules(client: PrefectClient) -> None:
-    """Every deployment's schedules back to what `prefect deploy --all` registered, without another deploy:
-    extra schedules deleted, the prefect.yaml one set to its interval and active flag."""
-    defaults = load_defaults(PREFECT_YAML.read_text())
-    for deployment in Deployment:
-        default = defaults[deployment.value]
+async def clear_sync_schedules(client: PrefectClient) -> None:
+    """No schedule on any sync deployment, as `prefect deploy --all` leaves them before the mirror runs."""
+    for deployment in set(SCHEDULED_SERVICES.values()):
         found = await client.read_deployment_by_name(deployment.full_name)
         for schedule in found.schedules:
-            if schedule.slug == default.slug:
-                interval = IntervalSchedule(interval=timedelta(seconds=default.interval_seconds))
-                await client.update_deployment_schedule(
-                    found.id, schedule.id, active=default.active, schedule=interval
-                )
-            else:
-                await client.delete_deployment_schedule(found.id, schedule.id)
+            await client.delete_deployment_schedule(found.id, schedule.id)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartplex_sync.models import Action, OverseerrRequest
-from smartplex_sync.requests import OverseerrSync, ParsedDelivery, PlexLibrarySync, SectionType, SyncRequest
+from smartplex_sync.requests import OverseerrScope, ParsedDelivery, PlexScope, SectionType, SyncRequest
 
 from ._common import event_name, nonzero, optional_int, optional_object, optional_str, require_object
 
@@ -70,10 +70,13 @@ def parse(payload: Any) -> ParsedDelivery:
     status = REQUEST_STATUS_BY_EVENT.get(event)
     if status is None:
         return ParsedDelivery(event, action=Action.IGNORED)
-    return _request_event(event, status, _read_media(delivery, event), _read_request(delivery, event))
+    title = optional_str(delivery, "subject", event)
+    return _request_event(event, status, _read_media(delivery, event), _read_request(delivery, event), title)
 
 
-def _request_event(event: str, status: str, media: _Media, request: _Request) -> ParsedDelivery:
+def _request_event(
+    event: str, status: str, media: _Media, request: _Request, title: str | None
+) -> ParsedDelivery:
     requests: list[SyncRequest] = []
     notes: list[str] = []
     if status == "AVAILABLE":
@@ -81,7 +84,7 @@ def _request_event(event: str, status: str, media: _Media, request: _Request) ->
         if section_type is None:
             notes.append("no media.media_type movie or tv: no library sync")
         else:
-            requests.append(SyncRequest(PlexLibrarySync(section_types=[section_type])))
+            requests.append(SyncRequest(PlexScope(section_types=[section_type])))
     if request.request_id is None:
         notes.append("no request.request_id: no request update")
     else:
@@ -94,8 +97,9 @@ def _request_event(event: str, status: str, media: _Media, request: _Request) ->
             media_status=media.status,
             requested_by=request.requested_by,
             requested_by_email=request.requested_by_email,
+            title=title,
         )
-        requests.append(SyncRequest(OverseerrSync(requests=[entry])))
+        requests.append(SyncRequest(OverseerrScope(requests=[entry])))
     note = "; ".join(notes) or None
     if not requests:
         return ParsedDelivery(event, action=Action.RECORDED, note=note)

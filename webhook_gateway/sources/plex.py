@@ -9,17 +9,19 @@
   keeps the watch history.
 - Every other event (playback, ratings, on deck, admin.*, device.new, playback.started) is ignored.
   Nothing else is read, so a `rating` sent as a string, a missing `Player` or `Metadata` never fails.
+- `Server.uuid` (the machineIdentifier) names the Plex server a delivery belongs to: the gateway syncs
+  that server of the user whose secret the delivery carries, and no other.
 
 See `_common` for the status codes of bad input.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from smartplex_sync.models import Action
-from smartplex_sync.requests import ParsedDelivery, PlexLibrarySync, SyncRequest, TautulliSync
+from smartplex_sync.requests import ParsedDelivery, PlexScope, SyncRequest, TautulliScope
 
 from ._common import event_name, is_plex_key, optional_int, optional_object, optional_str, require_object
 
@@ -42,11 +44,13 @@ def parse(payload: Any) -> ParsedDelivery:
         payload, empty_body_hint=": Plex sends its JSON in the multipart 'payload' part"
     )
     event = event_name(delivery, "event")
+    server = optional_object(delivery, "Server", event) or {}
+    hint = optional_str(server, "uuid", event, where="Server.")
     if event == "library.new":
-        return _library_new(_read_new_item(delivery, event), event)
+        return replace(_library_new(_read_new_item(delivery, event), event), server_hint=hint)
     if event == "media.scrobble":
-        return ParsedDelivery(event, (SyncRequest(TautulliSync()),))
-    return ParsedDelivery(event, action=Action.IGNORED)
+        return ParsedDelivery(event, (SyncRequest(TautulliScope()),), server_hint=hint)
+    return ParsedDelivery(event, action=Action.IGNORED, server_hint=hint)
 
 
 def _read_new_item(delivery: dict[str, Any], event: str) -> _NewItem:
@@ -69,9 +73,9 @@ def _library_new(item: _NewItem, event: str) -> ParsedDelivery:
         if not is_plex_key(item.rating_key):  # it would become part of a Plex API path
             note = f"Metadata.ratingKey {item.rating_key[:40]!r} is not a library item's key: nothing to sync"
             return ParsedDelivery(event, action=Action.IGNORED, note=note)
-        return ParsedDelivery(event, (SyncRequest(PlexLibrarySync(rating_keys=[item.rating_key])),))
+        return ParsedDelivery(event, (SyncRequest(PlexScope(rating_keys=[item.rating_key])),))
     if item.section_id is None:
         origin = f" (server {item.server_uuid})" if item.server_uuid else ""
         note = f"no Metadata.librarySectionID{origin}: not a library item, nothing to sync"
         return ParsedDelivery(event, action=Action.IGNORED, note=note)
-    return ParsedDelivery(event, (SyncRequest(PlexLibrarySync(section_ids=[item.section_id])),))
+    return ParsedDelivery(event, (SyncRequest(PlexScope(section_ids=[item.section_id])),))

@@ -23,8 +23,8 @@ from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Action, ArrItem
 from smartplex_sync.requests import (
     ParsedDelivery,
-    PlexLibrarySync,
-    RadarrSync,
+    PlexScope,
+    RadarrScope,
     RemovalCheck,
     SyncRequest,
 )
@@ -57,9 +57,9 @@ def parse(payload: Any) -> ParsedDelivery:
     requests = (
         # The file is imported; Plex has yet to scan it.
         SyncRequest(
-            PlexLibrarySync(section_types=["movie"], imported=[_target(movie)]), wait_for_plex_scan=True
+            PlexScope(section_types=["movie"], imported=[_target(movie)]), wait_for_plex_scan=True
         ),
-        SyncRequest(RadarrSync(movies=[movie])),
+        SyncRequest(RadarrScope(movies=[movie])),
     )
     upgrade = event == "Upgrade" or optional_bool(delivery, "isUpgrade", event)
     return ParsedDelivery(event, requests, note="upgrade" if upgrade else "new file")
@@ -72,7 +72,7 @@ def _delete(delivery: dict[str, Any], event: str) -> ParsedDelivery:
     if optional_str(delivery, "deleteReason", event) == "upgrade":
         return ParsedDelivery(event, action=Action.IGNORED, note="upgrade: a new file replaces it")
     # Plex notices a deleted file only when it scans, like an added one.
-    request = SyncRequest(PlexLibrarySync(removal_checks=[_target(movie)]), wait_for_plex_scan=True)
+    request = SyncRequest(PlexScope(removal_checks=[_target(movie)]), wait_for_plex_scan=True)
     return ParsedDelivery(
         event, (request,), note="movie deleted" if event == "MovieDelete" else "file deleted"
     )

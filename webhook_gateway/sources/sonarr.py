@@ -30,9 +30,9 @@ from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Action, ArrItem
 from smartplex_sync.requests import (
     ParsedDelivery,
-    PlexLibrarySync,
+    PlexScope,
     RemovalCheck,
-    SonarrSync,
+    SonarrScope,
     SyncRequest,
 )
 
@@ -66,8 +66,8 @@ def parse(payload: Any) -> ParsedDelivery:
     imported = _target(series, _read_episodes(delivery, event))
     requests = (
         # The file is imported; Plex has yet to scan it.
-        SyncRequest(PlexLibrarySync(section_types=["show"], imported=[imported]), wait_for_plex_scan=True),
-        SyncRequest(SonarrSync(series=[series])),
+        SyncRequest(PlexScope(section_types=["show"], imported=[imported]), wait_for_plex_scan=True),
+        SyncRequest(SonarrScope(series=[series])),
     )
     return ParsedDelivery(event, requests, note=_download_kind(delivery, event))
 
@@ -93,7 +93,7 @@ def _episode_file_delete(delivery: dict[str, Any], event: str) -> ParsedDelivery
 
 def _check(event: str, check: RemovalCheck, note: str) -> ParsedDelivery:
     # Plex notices a deleted file only when it scans, like an added one.
-    request = SyncRequest(PlexLibrarySync(removal_checks=[check]), wait_for_plex_scan=True)
+    request = SyncRequest(PlexScope(removal_checks=[check]), wait_for_plex_scan=True)
     return ParsedDelivery(event, (request,), note=note)
 
 

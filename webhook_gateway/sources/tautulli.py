@@ -7,6 +7,8 @@ Tautulli has no fixed schema. We read two fields, both strings after Tautulli's 
 `stop`/`playback.stop` and `watched`/`playback.watched` sync that one item's history. Without a usable
 rating key (missing, "", the placeholder left as is, or not decimal digits) they fall back to the last
 7 days, with a note.
+`server_machine_id` (the documented template has it) names the Plex server the plays belong to: only
+that server of the sender's is synced. Without it, every server a Tautulli of the sender's serves is.
 `test`, or an event still reading like a `{placeholder}` (Tautulli's Test tab sends the template
 without substitution), is a test. Other actions (play, pause, created ...) are ignored.
 
@@ -21,9 +23,9 @@ from typing import Any
 
 from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Action
-from smartplex_sync.requests import DEFAULT_HISTORY_DAYS, ParsedDelivery, SyncRequest, TautulliSync
+from smartplex_sync.requests import DEFAULT_HISTORY_DAYS, ParsedDelivery, SyncRequest, TautulliScope
 
-from ._common import UNKNOWN_EVENT, event_name, is_plex_key, json_type, require_object
+from ._common import UNKNOWN_EVENT, event_name, is_plex_key, json_type, optional_str, require_object
 
 HISTORY_EVENTS = frozenset({"stop", "playback.stop", "watched", "playback.watched"})
 
@@ -41,10 +43,17 @@ def parse(payload: Any) -> ParsedDelivery:
     if event not in HISTORY_EVENTS:
         return ParsedDelivery(event, action=Action.IGNORED)
     rating_key = _rating_key(delivery, event)
+    hint = _machine_id(delivery, event)
     if rating_key is None:
         note = f"no usable rating_key: asked for the last {DEFAULT_HISTORY_DAYS} days instead"
-        return ParsedDelivery(event, (SyncRequest(TautulliSync()),), note=note)
-    return ParsedDelivery(event, (SyncRequest(TautulliSync(rating_keys=[rating_key])),))
+        return ParsedDelivery(event, (SyncRequest(TautulliScope()),), note=note, server_hint=hint)
+    return ParsedDelivery(event, (SyncRequest(TautulliScope(rating_keys=[rating_key])),), server_hint=hint)
+
+
+def _machine_id(delivery: dict[str, Any], event: str) -> str | None:
+    """`server_machine_id` as sent; None when missing, empty or the placeholder left as is."""
+    value = optional_str(delivery, "server_machine_id", event)
+    return None if value is None or _PLACEHOLDER.search(value) else value.strip() or None
 
 
 def _event(delivery: dict[str, Any]) -> str:
