@@ -140,7 +140,9 @@ def sync(
 
     run_id = asyncio.run(start())
     names = ", ".join(s.name for s in chosen)
-    typer.echo(f"started {SCHEDULED_SERVICES[service].value} ({'full' if full else 'default'}) of {names}: flow run {run_id}")
+    typer.echo(
+        f"started {SCHEDULED_SERVICES[service].value} ({'full' if full else 'default'}) of {names}: flow run {run_id}"
+    )
     typer.echo(url_for("flow-run", run_id) or "(set PREFECT_UI_URL to get a link)")
 
 
@@ -262,7 +264,9 @@ def _delivery_id(engine: Any, text: str) -> uuid.UUID:
 
 
 @webhooks_app.command("show")
-def webhooks_show(webhook_id: Annotated[str, typer.Argument(help="The webhook_log id (or its first characters).")]) -> None:
+def webhooks_show(
+    webhook_id: Annotated[str, typer.Argument(help="The webhook_log id (or its first characters).")],
+) -> None:
     """One delivery in full: its fields, the runs it asked for and its stored payload, secrets hidden."""
     from smartplex_sync.redact import redact
     from smartplex_sync.store import webhooks
@@ -292,7 +296,9 @@ def webhooks_show(webhook_id: Annotated[str, typer.Argument(help="The webhook_lo
 
 @webhooks_app.command("replay")
 def webhooks_replay(
-    webhook_id: Annotated[str | None, typer.Argument(help="The webhook_log id (or its first characters).")] = None,
+    webhook_id: Annotated[
+        str | None, typer.Argument(help="The webhook_log id (or its first characters).")
+    ] = None,
     failed: FailedOption = False,
     since: SinceOption = None,
 ) -> None:
@@ -347,5 +353,7 @@ def webhooks_replay(
             typer.echo(f"webhook {row['id']} still rejected ({error.status_code}): {error.message}")
             continue
         counts["replayed"] += 1
-        typer.echo(f"webhook {row['id']} → webhook {replayed.recorded.row_id}: {replayed.parsed.action_label}")
+        typer.echo(
+            f"webhook {row['id']} → webhook {replayed.recorded.row_id}: {replayed.parsed.action_label}"
+        )
     typer.echo(", ".join(f"{count} {what}" for what, count in counts.items()))

@@ -336,7 +336,12 @@ def _integration_client(integration: Integration, settings: Settings) -> Any:
     from flows.clients.sonarr import SonarrClient
     from flows.clients.tautulli import TautulliClient
 
-    clients = {"tautulli": TautulliClient, "sonarr": SonarrClient, "radarr": RadarrClient, "overseerr": OverseerrClient}
+    clients = {
+        "tautulli": TautulliClient,
+        "sonarr": SonarrClient,
+        "radarr": RadarrClient,
+        "overseerr": OverseerrClient,
+    }
     return clients[integration.service].for_integration(integration, settings)
 
 
@@ -349,7 +354,12 @@ def check_services(settings: Settings, engine: Engine) -> list[Check]:
         servers: list[PlexServer] = plex_servers(conn)
         integrations = integration_rows(conn)
     if not servers:
-        return [Check(None, "no Plex server in SmartPlex's servers (set SMARTPLEX_PLEX_URL, or add one in SmartPlex)")]
+        return [
+            Check(
+                None,
+                "no Plex server in SmartPlex's servers (set SMARTPLEX_PLEX_URL, or add one in SmartPlex)",
+            )
+        ]
     checks = [
         check_service(
             f"plex {server.name!r}",

@@ -107,7 +107,9 @@ class Stack:
             demo = self.add("demo-services", args, {**os.environ, **ours})
             demo_env = self.wait_for_demo(demo)
             self.bootstrap("database", env={**os.environ, **ours, **demo_env})  # Alice's rows, from demo.env
-            log.warning("DEMO MODE: no SMARTPLEX_PLEX_URL set; syncing two simulated Plex servers (Alice's, Bob's)")
+            log.warning(
+                "DEMO MODE: no SMARTPLEX_PLEX_URL set; syncing two simulated Plex servers (Alice's, Bob's)"
+            )
 
         api_url = plan["prefect_api_url"]
         self.own_server = own_server = not api_url

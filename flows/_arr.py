@@ -36,7 +36,9 @@ def store_and_link(engine: Engine, part: Part, service: ArrService, items: list[
         updated = link_arr_ids(conn, server.id)
         found = coverage(conn, server.id, service, items)
     unmatched = [item.title for item in found.unmatched]
-    shown = ", ".join(unmatched[:SHOWN_UNMATCHED]) + (f" … +{len(unmatched) - SHOWN_UNMATCHED}" if len(unmatched) > SHOWN_UNMATCHED else "")
+    shown = ", ".join(unmatched[:SHOWN_UNMATCHED]) + (
+        f" … +{len(unmatched) - SHOWN_UNMATCHED}" if len(unmatched) > SHOWN_UNMATCHED else ""
+    )
     part.counts = Counts(discovered=len(items), updated=updated, removed=removed)
     part.details.update(
         received=len(items),
@@ -48,7 +50,12 @@ def store_and_link(engine: Engine, part: Part, service: ArrService, items: list[
     )
     part.rows = [{**part.details, "not in library": shown}]
     run_logger().info(
-        "%s on %s: %d stored, %d removed, %d media_items updated", service, server.name, len(items), removed, updated
+        "%s on %s: %d stored, %d removed, %d media_items updated",
+        service,
+        server.name,
+        len(items),
+        removed,
+        updated,
     )
 
 

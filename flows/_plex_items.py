@@ -177,6 +177,9 @@ def to_row(
     }
     if type_ == "episode":
         metadata["plex_season_title"] = _str(item.get("parentTitle"))
+    # Unknown keys are left out rather than stored as null: SQLite's json_patch drops null members where
+    # PostgreSQL's || keeps them, and both backends must hold the same rows.
+    metadata = {name: value for name, value in metadata.items() if value is not None}
     row: dict[str, Any] = {
         "server_id": server_id,
         "plex_id": key,

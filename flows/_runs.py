@@ -101,7 +101,9 @@ class SyncRun:
             found = plex_servers(conn, wanted)
         self.unknown = sorted(str(s) for s in set(wanted or ()) - {s.id for s in found})
         if self.unknown:
-            run_logger().warning("no servers row for %s (deleted?): nothing synced for it", ", ".join(self.unknown))
+            run_logger().warning(
+                "no servers row for %s (deleted?): nothing synced for it", ", ".join(self.unknown)
+            )
         tag_run([f"server:{server.name}" for server in found])
         return found
 
@@ -159,7 +161,9 @@ class SyncRun:
         run_logger().info("%s", description)
         failed = [part for part in self.parts if part.error]
         if failed:
-            raise SyncFailedError({f"{part.server.name} ({part.server.id})": part.error or "" for part in failed})
+            raise SyncFailedError(
+                {f"{part.server.name} ({part.server.id})": part.error or "" for part in failed}
+            )
         return {
             "servers": {
                 str(part.server.id): {"name": part.server.name, "outcome": part.outcome, **part.details}

@@ -128,7 +128,9 @@ class Shows:
         return {key: self.known[key] for key in wanted if key in self.known}
 
 
-def _rows(items: list[dict[str, Any]], server: PlexServer, section: SectionInfo, shows: Shows) -> list[dict[str, Any]]:
+def _rows(
+    items: list[dict[str, Any]], server: PlexServer, section: SectionInfo, shows: Shows
+) -> list[dict[str, Any]]:
     known = shows.of(items)
     return [to_row(item, server.id, section, known.get(show_key(item) or "")) for item in items]
 
@@ -186,7 +188,9 @@ def sync_section(
     if since is None:
         try:
             with engine.begin() as conn:
-                report.removed = delete_missing(conn, server.id, section.id, seen, guard_fraction, server.name)
+                report.removed = delete_missing(
+                    conn, server.id, section.id, seen, guard_fraction, server.name
+                )
         except DeletionGuardError as exc:
             report.error = str(exc)
             logger.error("%s", exc)
@@ -206,7 +210,9 @@ def sync_items(
     unknown = sorted(set(rating_keys) - set(found))
     if unknown:
         run_logger().warning(
-            "Plex server %s does not know ratingKey %s; nothing to sync for them", server.name, ", ".join(unknown)
+            "Plex server %s does not know ratingKey %s; nothing to sync for them",
+            server.name,
+            ", ".join(unknown),
         )
     rows = []
     for item in found.values():
@@ -252,7 +258,9 @@ def sync_server(client: PlexClient, run: SyncRun, part: Part, scope: PlexScope) 
         sections, unknown = choose_sections(fetch_sections(client), scope)
         if unknown:
             problems.append(f"no movie or show section with id {unknown} on this server")
-        run_logger().info("Plex server %s: %s sync of %s", server.name, scope.mode, [s.title for s in sections])
+        run_logger().info(
+            "Plex server %s: %s sync of %s", server.name, scope.mode, [s.title for s in sections]
+        )
         for section in sections:
             reports.append(
                 sync_section(
@@ -269,7 +277,9 @@ def sync_server(client: PlexClient, run: SyncRun, part: Part, scope: PlexScope) 
     if scope.rating_keys:
         reports.append(sync_items(client, engine, server, shows, scope.rating_keys))
     removals = check_removals(client, engine, server, scope.removal_checks) if scope.removal_checks else None
-    totals = {key: sum(getattr(r, key) for r in reports) for key in ("added", "updated", "removed", "unchanged")}
+    totals = {
+        key: sum(getattr(r, key) for r in reports) for key in ("added", "updated", "removed", "unchanged")
+    }
     removed = totals["removed"] + (len(removals.removed) if removals else 0)
     part.counts = Counts(
         discovered=totals["added"] + totals["updated"] + totals["unchanged"],
@@ -294,7 +304,9 @@ def sync_server(client: PlexClient, run: SyncRun, part: Part, scope: PlexScope) 
 
 
 @flow(name=FLOW)
-def plex_library_sync(request: PlexLibrarySync = PlexLibrarySync(), trigger: Trigger = "manual") -> dict[str, Any]:  # noqa: B008
+def plex_library_sync(
+    request: PlexLibrarySync = PlexLibrarySync(), trigger: Trigger = "manual"
+) -> dict[str, Any]:
     """Sync each server's sections (by id, by type, or every movie and show section), items and removal
     checks; every server when `request` names none."""
     settings = get_settings()
@@ -319,4 +331,3 @@ def _publish_removals(rows: list[dict[str, Any]]) -> None:
         table=rows,
         description=f"Removal checks: {len(removed)} rows removed or marked inaccessible, by server.",
     )
-

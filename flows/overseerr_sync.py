@@ -55,7 +55,7 @@ def _read(integration: Integration, page_size: int) -> tuple[list[OverseerrReque
 
 @flow(name=FLOW)
 def overseerr_sync(
-    request: OverseerrSync = OverseerrSync(),  # noqa: B008
+    request: OverseerrSync = OverseerrSync(),
     trigger: Trigger = "manual",
     page_size: int = DEFAULT_PAGE_SIZE,
 ) -> dict[str, Any]:

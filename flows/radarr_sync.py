@@ -35,6 +35,6 @@ def read_radarr(integration: Integration) -> tuple[list[ArrItem], int]:
 
 
 @flow(name="radarr-sync")
-def radarr_sync(request: RadarrSync = RadarrSync(), trigger: Trigger = "manual") -> dict[str, Any]:  # noqa: B008
+def radarr_sync(request: RadarrSync = RadarrSync(), trigger: Trigger = "manual") -> dict[str, Any]:
     """Record Radarr's movie ids on media_items: the webhooks' `movies`, or (None) all of Radarr."""
     return sync_arr("radarr", request, trigger, read_radarr, "/api/v3/movie")

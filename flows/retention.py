@@ -33,7 +33,10 @@ def webhook_retention(days: int | None = None) -> int:
     deleted = delete_processed_before(engine, cutoff)
     batches = delete_finished_before(engine, cutoff)
     get_run_logger().info(
-        "deleted %d processed webhook_log rows and %d finished batches older than %s", deleted, batches, cutoff
+        "deleted %d processed webhook_log rows and %d finished batches older than %s",
+        deleted,
+        batches,
+        cutoff,
     )
     create_markdown_artifact(
         key="webhook-retention",

@@ -35,6 +35,6 @@ def read_sonarr(integration: Integration) -> tuple[list[ArrItem], int]:
 
 
 @flow(name="sonarr-sync")
-def sonarr_sync(request: SonarrSync = SonarrSync(), trigger: Trigger = "manual") -> dict[str, Any]:  # noqa: B008
+def sonarr_sync(request: SonarrSync = SonarrSync(), trigger: Trigger = "manual") -> dict[str, Any]:
     """Record Sonarr's series ids on media_items: the webhooks' `series`, or (None) all of Sonarr."""
     return sync_arr("sonarr", request, trigger, read_sonarr, "/api/v3/series")

@@ -120,7 +120,9 @@ def sync_history(
         with engine.begin() as conn:
             counts += upsert_plays(conn, server_id, plays)
         for play in plays:
-            touched.update(filter(None, (play["rating_key"], play["parent_rating_key"], play["grandparent_rating_key"])))
+            touched.update(
+                filter(None, (play["rating_key"], play["parent_rating_key"], play["grandparent_rating_key"]))
+            )
         fetched = page.fetched
         logger.info("Fetched and stored %d of %d plays", page.fetched, page.total)
     return FetchResult(fetched - skipped, counts, frozenset(touched))
@@ -133,7 +135,9 @@ def _queries(scope: TautulliScope) -> list[tuple[date | None, list[str]]]:
         queries.append((history_after(datetime.now(UTC), scope.days) if scope.days else None, []))
     if scope.days != 0:
         keys = scope.rating_keys
-        queries += [(None, keys[i : i + RATING_KEYS_PER_QUERY]) for i in range(0, len(keys), RATING_KEYS_PER_QUERY)]
+        queries += [
+            (None, keys[i : i + RATING_KEYS_PER_QUERY]) for i in range(0, len(keys), RATING_KEYS_PER_QUERY)
+        ]
     return queries
 
 
@@ -151,7 +155,10 @@ def sync_server(client: TautulliClient, run: SyncRun, part: Part, scope: Tautull
             part.details.update(summary)  # the sync_events row says why nothing was synced
             return
         queries = _queries(scope)
-        fetched = [sync_history(client, run.settings.sqlalchemy_url, server.id, after, keys) for after, keys in queries]
+        fetched = [
+            sync_history(client, run.settings.sqlalchemy_url, server.id, after, keys)
+            for after, keys in queries
+        ]
         touched = frozenset().union(*(f.rating_keys for f in fetched))
         with run.engine.begin() as conn:
             refreshed = refresh_play_totals(conn, server.id, touched)
@@ -182,12 +189,16 @@ def sync_server(client: TautulliClient, run: SyncRun, part: Part, scope: Tautull
                     started_at=started,
                     completed_at=utcnow(),
                     error=error,
-                    metadata={**summary, "days_back": scope.days, "seconds": round(time.monotonic() - began, 2)},
+                    metadata={
+                        **summary,
+                        "days_back": scope.days,
+                        "seconds": round(time.monotonic() - began, 2),
+                    },
                 )
 
 
 @flow(name=FLOW)
-def tautulli_sync(request: TautulliSync = TautulliSync(), trigger: Trigger = "manual") -> dict[str, Any]:  # noqa: B008
+def tautulli_sync(request: TautulliSync = TautulliSync(), trigger: Trigger = "manual") -> dict[str, Any]:
     """Sync each server's plays of the last `days` days (0: all history) and every play of its
     `rating_keys`; every server when `request` names none."""
     settings = get_settings()
@@ -199,9 +210,12 @@ def tautulli_sync(request: TautulliSync = TautulliSync(), trigger: Trigger = "ma
             run.skip(server, "no active Tautulli integration serves this server")
             continue
         scope = request.scope_for(server.id)
-        with run.part(server, integration, mode=scope.label) as part, TautulliClient.for_integration(
-            integration, settings
-        ) as client:
-            run_logger().info("Syncing %s from Tautulli %s for %s", scope.label, integration.name, server.name)
+        with (
+            run.part(server, integration, mode=scope.label) as part,
+            TautulliClient.for_integration(integration, settings) as client,
+        ):
+            run_logger().info(
+                "Syncing %s from Tautulli %s for %s", scope.label, integration.name, server.name
+            )
             sync_server(client, run, part, scope)
     return run.finish()

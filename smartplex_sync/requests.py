@@ -419,7 +419,8 @@ class OverseerrSync(SyncParameters[OverseerrScope]):
 
 
 PARAMETERS: dict[Deployment, type[SyncParameters[Any]]] = {
-    model.deployment: model for model in (PlexLibrarySync, TautulliSync, SonarrSync, RadarrSync, OverseerrSync)
+    model.deployment: model
+    for model in (PlexLibrarySync, TautulliSync, SonarrSync, RadarrSync, OverseerrSync)
 }
 """The parameter model of every sync deployment."""
 

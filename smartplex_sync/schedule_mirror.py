@@ -118,7 +118,9 @@ class Decision:
         return self.enabled.push or self.interval_hours.push
 
 
-def reconcile(row: ScheduleRow, prefect_enabled: bool, prefect_hours: int | None, *, prefer_table: bool) -> Decision:
+def reconcile(
+    row: ScheduleRow, prefect_enabled: bool, prefect_hours: int | None, *, prefer_table: bool
+) -> Decision:
     return Decision(
         merge_field(row.enabled, row.synced_enabled, prefect_enabled, prefer_table=prefer_table),
         merge_field(row.interval_hours, row.synced_interval_hours, prefect_hours, prefer_table=prefer_table),
@@ -276,7 +278,12 @@ def _servers_of_row(engine: Engine, row: ScheduleRow) -> list[uuid.UUID]:
 
 
 async def _mirror_row(
-    engine: Engine, client: PrefectClient, row: ScheduleRow, deployment_id: uuid.UUID, schedule: Any, prefer_table: bool
+    engine: Engine,
+    client: PrefectClient,
+    row: ScheduleRow,
+    deployment_id: uuid.UUID,
+    schedule: Any,
+    prefer_table: bool,
 ) -> RowOutcome:
     deployment = SCHEDULED_SERVICES[Source(row.service)]
     side = PrefectSide(deployment_id, schedule)
@@ -352,12 +359,18 @@ async def mirror_once(engine: Engine, client: PrefectClient, *, prefer_table: bo
                 )
             except Exception as exc:  # one row's trouble (a refused update) is not the others'
                 outcomes.append(RowOutcome(row, deployment.value, error=str(exc)))
-        notes += await _drop_orphans(client, deployment, found.id, found.schedules, {row.slug for row in mine})
+        notes += await _drop_orphans(
+            client, deployment, found.id, found.schedules, {row.slug for row in mine}
+        )
     return MirrorReport(outcomes, notes)
 
 
 async def _drop_orphans(
-    client: PrefectClient, deployment: Deployment, deployment_id: uuid.UUID, schedules: list[Any], slugs: set[str]
+    client: PrefectClient,
+    deployment: Deployment,
+    deployment_id: uuid.UUID,
+    schedules: list[Any],
+    slugs: set[str],
 ) -> list[str]:
     """Delete the schedules of rows that are gone; report the schedules that are not ours."""
     notes = []
@@ -366,11 +379,15 @@ async def _drop_orphans(
         if schedule.slug and schedule.slug.startswith(SLUG_PREFIX):
             if schedule.slug not in slugs:
                 await client.delete_deployment_schedule(deployment_id, schedule.id)
-                notes.append(f"{deployment.value}: schedule {schedule.slug} deleted (its sync_schedule row is gone)")
+                notes.append(
+                    f"{deployment.value}: schedule {schedule.slug} deleted (its sync_schedule row is gone)"
+                )
         else:
             others += 1
     if others:
-        notes.append(f"{deployment.value}: {others} more schedule(s) in Prefect that sync_schedule does not mirror")
+        notes.append(
+            f"{deployment.value}: {others} more schedule(s) in Prefect that sync_schedule does not mirror"
+        )
     return notes
 
 

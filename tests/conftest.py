@@ -81,7 +81,11 @@ both_backends = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], 
 
 def settings_of(env: dict[str, str]) -> dict[str, str]:
     """SMARTPLEX_* variables as Settings' keyword arguments."""
-    return {key.removeprefix("SMARTPLEX_").lower(): value for key, value in env.items() if key.startswith("SMARTPLEX_")}
+    return {
+        key.removeprefix("SMARTPLEX_").lower(): value
+        for key, value in env.items()
+        if key.startswith("SMARTPLEX_")
+    }
 
 
 @pytest.fixture(scope="session")

@@ -162,9 +162,7 @@ async def test_a_mixed_burst_becomes_one_run_per_deployment_with_everything_it_a
         record(engine, "tautulli", "stop", SyncRequest(TautulliScope(rating_keys=[str(100 + i % 15)])))
         for i in range(30)
     ]
-    sent += [
-        record(engine, "plex", "library.new", SyncRequest(PlexScope(section_ids=[1]))) for _ in range(5)
-    ]
+    sent += [record(engine, "plex", "library.new", SyncRequest(PlexScope(section_ids=[1]))) for _ in range(5)]
     record(engine, "radarr", "Test")
 
     report = await Dispatcher(engine, settings()).dispatch_due()
@@ -182,9 +180,9 @@ async def test_a_mixed_burst_becomes_one_run_per_deployment_with_everything_it_a
     ) == PlexLibrarySync.on([home], PlexScope(section_ids=[1], section_types=["movie"]))
     radarr = by_deployment["radarr-sync"].parameters["request"]["servers"][str(home)]
     assert [m["arr_id"] for m in radarr["movies"]] == list(range(1, 21))
-    assert TautulliSync.model_validate(by_deployment["tautulli-sync"].parameters["request"]) == TautulliSync.on(
-        [home], TautulliScope(rating_keys=[str(100 + i) for i in range(15)])
-    )
+    assert TautulliSync.model_validate(
+        by_deployment["tautulli-sync"].parameters["request"]
+    ) == TautulliSync.on([home], TautulliScope(rating_keys=[str(100 + i) for i in range(15)]))
     library = by_deployment["plex-library-sync"]
     assert library.parameters["trigger"] == "webhook"
     assert {
@@ -295,7 +293,9 @@ async def test_a_download_waits_for_plex_to_scan_even_when_a_library_sync_is_ask
         event_type="Download",
         payload={},
         action="x",
-        requests=[SyncRequest(PlexScope(section_types=["movie"]), wait_for_plex_scan=True).on([server(engine)])],
+        requests=[
+            SyncRequest(PlexScope(section_types=["movie"]), wait_for_plex_scan=True).on([server(engine)])
+        ],
         scan_grace=timedelta(seconds=3600),
     )
     record(engine, "overseerr", "MEDIA_AVAILABLE", SyncRequest(PlexScope(section_types=["movie"])))

@@ -146,7 +146,9 @@ def postgres_engine(postgres_admin_url: str) -> Any:
     engine.dispose()
 
 
-def test_a_file_that_fails_leaves_no_mark_and_nothing_of_itself(postgres_engine: Engine, tmp_path: Path) -> None:
+def test_a_file_that_fails_leaves_no_mark_and_nothing_of_itself(
+    postgres_engine: Engine, tmp_path: Path
+) -> None:
     for migration in discover():
         shutil.copy(migration.path, tmp_path / migration.path.name)
     (tmp_path / "0099_broken.sql").write_text(
@@ -175,11 +177,14 @@ def test_a_file_marked_applied_but_not_whole_is_applied_again(postgres_engine: E
     assert missing(postgres_engine) == []
 
 
-def test_a_database_that_stays_short_of_a_column_is_an_error_naming_it(postgres_engine: Engine, tmp_path: Path) -> None:
+def test_a_database_that_stays_short_of_a_column_is_an_error_naming_it(
+    postgres_engine: Engine, tmp_path: Path
+) -> None:
     for migration in discover():
         (tmp_path / migration.path.name).write_text(
-            migration.sql.replace("ALTER TABLE webhook_log ADD COLUMN IF NOT EXISTS http_status INTEGER;", "")
-            .replace("http_status INTEGER,", "")
+            migration.sql.replace(
+                "ALTER TABLE webhook_log ADD COLUMN IF NOT EXISTS http_status INTEGER;", ""
+            ).replace("http_status INTEGER,", "")
         )
     with pytest.raises(ConfigurationError, match=r"webhook_log\.http_status"):
         migrate(postgres_engine, tmp_path)

@@ -215,6 +215,19 @@ def test_request_ids_are_per_overseerr_instance(engine: Engine, setup: Setup) ->
 
 
 @both_backends
+def test_a_delivery_naming_no_instance_updates_the_row_an_instance_of_its_owner_stored(
+    engine: Engine, setup: Setup
+) -> None:
+    with engine.begin() as conn:
+        upsert_requests(conn, [OverseerrRequest(9, "movie", "PENDING", tmdb_id=27205)], SYNCED,
+                        integration_id=setup.overseerr, owner_id=setup.owner)  # fmt: skip
+        upsert_requests(conn, [OverseerrRequest(9, "movie", "APPROVED", tmdb_id=27205)], SYNCED,
+                        integration_id=None, owner_id=setup.owner)  # fmt: skip
+        found = [(r.integration_id, r.overseerr_status) for r in rows(conn)]
+    assert found == [(setup.overseerr, "approved")]
+
+
+@both_backends
 def test_the_requester_is_the_smartplex_user_by_email_else_the_owner_by_overseerr_id(
     engine: Engine, setup: Setup
 ) -> None:

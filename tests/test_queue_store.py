@@ -240,6 +240,23 @@ def test_a_crashed_run_gives_its_requests_back_a_bounded_number_of_times(engine:
 
 
 @both_backends
+def test_a_run_that_completes_what_a_crashed_run_left_clears_its_failure(engine: Engine) -> None:
+    webhook_id = download(engine, SONARR)
+    crashed = claim_all(engine, Deployment.SONARR_SYNC)
+    queue.run_created(engine, crashed.id, "run-1")
+    crashed = Batch(**{**crashed.__dict__, "flow_run_id": "run-1"})
+    assert queue.finish(engine, crashed, "CRASHED", "worker died", requeue=True) == 1
+    assert log_rows(engine)[webhook_id].error_message == "flow run run-1 failed: worker died"
+    again = claim_all(engine, Deployment.SONARR_SYNC)
+    queue.run_created(engine, again.id, "run-2")
+    queue.finish(
+        engine, Batch(**{**again.__dict__, "flow_run_id": "run-2"}), "COMPLETED", None, requeue=False
+    )
+    row = log_rows(engine)[webhook_id]
+    assert (row.processed, row.error_message) == (True, None)
+
+
+@both_backends
 def test_retention_deletes_finished_batches_no_request_points_at(engine: Engine) -> None:
     old = download(engine, SONARR)
     download(engine, LIBRARY)

@@ -31,7 +31,9 @@ def owned_database(supabase: SupabaseLike) -> Iterator[tuple[SupabaseLike, str]]
     database = supabase.create_database(owner=SERVICE_OWNER)
     engine = make_engine(supabase.direct(database, SERVICE_OWNER))
     migrate(engine)
-    webhooks.record(engine, source="plex", event_type="library.new", payload={"secret": "token"}, action="test")
+    webhooks.record(
+        engine, source="plex", event_type="library.new", payload={"secret": "token"}, action="test"
+    )
     with engine.begin() as conn:
         user = add_user(conn, "owner@example.com")
         server = add_server(conn, user, machine_id="m1", token="plex-secret-token")
@@ -48,14 +50,18 @@ def as_data_api(supabase: SupabaseLike, database: str) -> psycopg.Connection:
 
 
 @pytest.mark.parametrize("role", DATA_API_USERS)
-def test_data_api_roles_see_and_write_nothing_of_ours(owned_database: tuple[SupabaseLike, str], role: str) -> None:
+def test_data_api_roles_see_and_write_nothing_of_ours(
+    owned_database: tuple[SupabaseLike, str], role: str
+) -> None:
     supabase, database = owned_database
     with as_data_api(supabase, database) as conn:
         for table in SMARTPLEX_TABLES:
             with conn.transaction():
                 conn.execute(f"SET LOCAL ROLE {role}")
                 # Supabase's default grants are there: row level security is what stops them.
-                assert conn.execute(f"SELECT has_table_privilege('{table.name}', 'SELECT, INSERT')").fetchone()[0]
+                assert conn.execute(
+                    f"SELECT has_table_privilege('{table.name}', 'SELECT, INSERT')"
+                ).fetchone()[0]
                 assert conn.execute(f"SELECT count(*) FROM {table.name}").fetchone() == (0,), table.name
                 assert conn.execute(f"DELETE FROM {table.name}").rowcount == 0
             with (
@@ -84,7 +90,9 @@ def test_service_role_bypasses_row_level_security(owned_database: tuple[Supabase
         assert conn.execute("SELECT plex_token FROM servers").fetchone() == ("plex-secret-token",)
 
 
-def test_the_owner_reads_and_writes_through_both_connections(owned_database: tuple[SupabaseLike, str]) -> None:
+def test_the_owner_reads_and_writes_through_both_connections(
+    owned_database: tuple[SupabaseLike, str],
+) -> None:
     supabase, database = owned_database
     for url in (supabase.direct(database, SERVICE_OWNER), supabase.pooled(database, SERVICE_OWNER)):
         engine = make_engine(url)

@@ -36,7 +36,14 @@ from simulators.plex_library import EPISODE, MOVIE, SEASON, SHOW, Item, PlexLibr
 from simulators.serving import serve_in_thread
 from smartplex_sync.migrate import migrate
 from smartplex_sync.models import Deployment
-from smartplex_sync.requests import OverseerrSync, PlexLibrarySync, RadarrSync, SonarrSync, TautulliScope, TautulliSync
+from smartplex_sync.requests import (
+    OverseerrSync,
+    PlexLibrarySync,
+    RadarrSync,
+    SonarrSync,
+    TautulliScope,
+    TautulliSync,
+)
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import make_engine
 from smartplex_sync.store.accounts import configure
@@ -48,7 +55,11 @@ from tests.support.smartplex_schema import apply_smartplex_schema
 from tests.test_migrations import catalog
 from webhook_gateway.app import create_app
 
-OUR_COLUMNS = {("webhook_log", "action"), ("webhook_log", "http_status"), ("overseerr_requests", "integration_id")}
+OUR_COLUMNS = {
+    ("webhook_log", "action"),
+    ("webhook_log", "http_status"),
+    ("overseerr_requests", "integration_id"),
+}
 ADMIN_TOKEN = "smartplex-schema-admin-token"
 GRACE_DAYS, INACTIVITY_DAYS = 30, 15  # SmartPlex's deletion rule defaults (deletion_rules, 002)
 
@@ -68,13 +79,18 @@ def test_smartplex_files_apply_as_the_operator_pastes_them(smartplex_database: t
 
 def _public(found: dict[str, list[tuple[Any, ...]]]) -> dict[str, set[tuple[Any, ...]]]:
     """The catalog rows of SmartPlex's schema (ours, named `smartplex_sync` or `smartplex_sync.x`, left out)."""
+
     def ours(row: tuple[Any, ...]) -> bool:
         return str(row[0]) == OWN_SCHEMA or str(row[0]).startswith(f"{OWN_SCHEMA}.")
 
-    return {name: {row for row in rows if not ours(row)} for name, rows in found.items() if name != "migrations"}
+    return {
+        name: {row for row in rows if not ours(row)} for name, rows in found.items() if name != "migrations"
+    }
 
 
-def test_migrate_adds_only_what_is_missing_and_never_touches_smartplex(smartplex_database: tuple[str, Any]) -> None:
+def test_migrate_adds_only_what_is_missing_and_never_touches_smartplex(
+    smartplex_database: tuple[str, Any],
+) -> None:
     url, _ = smartplex_database
     engine = make_engine(url)
     with engine.connect() as conn:
@@ -332,8 +348,11 @@ def test_smartplex_views_and_functions_read_the_truth(pipeline: Pipeline) -> Non
     unwatched = {
         title
         for title, episodes in shows.items()
-        if min(datetime.fromtimestamp(e.item.added_at, UTC) for e in episodes) < now - timedelta(days=GRACE_DAYS)
-        and all(e.last_watched is None or e.last_watched < now - timedelta(days=INACTIVITY_DAYS) for e in episodes)
+        if min(datetime.fromtimestamp(e.item.added_at, UTC) for e in episodes)
+        < now - timedelta(days=GRACE_DAYS)
+        and all(
+            e.last_watched is None or e.last_watched < now - timedelta(days=INACTIVITY_DAYS) for e in episodes
+        )
     }
     found = {row.show_title: row for row in _view(p.engine, "SELECT * FROM get_unwatched_shows()")}
     assert set(found) == unwatched
@@ -384,7 +403,9 @@ def test_smartplex_deletion_rule_over_our_rows_picks_what_the_truth_says(pipelin
             expected.add(key)
     assert picked == expected
     assert 0 < len(picked) < len(rows)
-    recent = {key for key, t in truths(p).items() if t.last_watched and t.last_watched > now - timedelta(days=15)}
+    recent = {
+        key for key, t in truths(p).items() if t.last_watched and t.last_watched > now - timedelta(days=15)
+    }
     assert recent and not recent & picked  # watched lately: never a candidate, shows and seasons included
 
 
@@ -392,7 +413,9 @@ def test_user_stats_hold_the_plays_of_smartplex_users(pipeline: Pipeline) -> Non
     p = pipeline
     _full_syncs(p)
     with p.engine.connect() as conn:
-        people = {row.email: row for row in conn.execute(select(users.c.id, users.c.email, users.c.plex_username))}
+        people = {
+            row.email: row for row in conn.execute(select(users.c.id, users.c.email, users.c.plex_username))
+        }
         stats = conn.execute(
             text("SELECT u.email, m.server_id, m.plex_id, s.play_count FROM user_stats s "
                  "JOIN users u ON u.id = s.user_id JOIN media_items m ON m.id = s.media_item_id")
@@ -417,11 +440,15 @@ def test_every_run_leaves_smartplex_sync_events_and_tautulli_history(pipeline: P
             text("SELECT sync_type, trigger_type, status, server_id, user_id FROM sync_events")
         ).all()
         history = conn.execute(
-            text("SELECT server_id, status, items_processed FROM sync_history WHERE sync_type = 'tautulli_aggregated_stats'")
+            text(
+                "SELECT server_id, status, items_processed FROM sync_history WHERE sync_type = 'tautulli_aggregated_stats'"
+            )
         ).all()
     both = set(p.server_of.values())
     for service in ("plex", "tautulli"):
-        assert {e.server_id for e in events if e.sync_type == service and e.trigger_type == "scheduled"} == both
+        assert {
+            e.server_id for e in events if e.sync_type == service and e.trigger_type == "scheduled"
+        } == both
     assert all(e.status == "completed" for e in events), [e for e in events if e.status != "completed"]
     assert {h.server_id for h in history} == both
     assert {h.items_processed for h in history if h.items_processed} == {

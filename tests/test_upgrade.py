@@ -49,7 +49,13 @@ def _old_rows(engine: Engine) -> tuple[list[tuple[Any, ...]], dict[tuple[str, st
             for r in conn.execute(text("SELECT * FROM webhook_log"))
         )  # fmt: skip
         items = {
-            (r.server_id, r.rating_key): (r.type, r.title, r.file_size_bytes, r.total_play_count, r.show_title)
+            (r.server_id, r.rating_key): (
+                r.type,
+                r.title,
+                r.file_size_bytes,
+                r.total_play_count,
+                r.show_title,
+            )
             for r in conn.execute(text("SELECT * FROM media_items"))
         }
     return deliveries, items
@@ -96,7 +102,11 @@ def test_a_release_0_1_database_upgrades_keeping_every_row(release_database: Eng
     # The queue: the Tautulli request still waits; the Sonarr delivery recorded before 0.1 had a queue
     # is queued now; both read as today's parameters, on the server; the Overseerr batch kept its link.
     waiting = queue.pending_requests(engine)
-    assert sorted(r.deployment.value for r in waiting) == ["plex-library-sync", "sonarr-sync", "tautulli-sync"]
+    assert sorted(r.deployment.value for r in waiting) == [
+        "plex-library-sync",
+        "sonarr-sync",
+        "tautulli-sync",
+    ]
     for deployment in {r.deployment for r in waiting}:
         merged = new_batch(deployment, [r for r in waiting if r.deployment is deployment]).parameters
         assert list(merged.servers or ()) == [server_of[MACHINE]]
@@ -123,4 +133,9 @@ def test_the_settings_then_fill_in_the_upgraded_server(release_database: Engine)
     assert configured is not None
     with engine.connect() as conn:
         row = conn.execute(select(servers).where(servers.c.id == configured.server_id)).one()
-    assert (row.url, row.plex_token, row.name, row.machine_id) == ("http://plex.lan:32400", "token", "Home", MACHINE)
+    assert (row.url, row.plex_token, row.name, row.machine_id) == (
+        "http://plex.lan:32400",
+        "token",
+        "Home",
+        MACHINE,
+    )

@@ -140,4 +140,6 @@ def replay(engine: Engine, webhook_id: uuid.UUID, scan_grace: timedelta) -> Repl
         raise error
     assert parsed is not None
     sender = Sender(original["user_id"], "replayed delivery")
-    return Replayed(webhook_id, record(engine, source, payload, parsed, None, sender, scan_grace), source, parsed)
+    return Replayed(
+        webhook_id, record(engine, source, payload, parsed, None, sender, scan_grace), source, parsed
+    )

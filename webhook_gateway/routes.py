@@ -129,6 +129,7 @@ def _reject(
         headers = {**(headers or {}), "Accept-Encoding": "identity"}
     return JSONResponse(body.model_dump(mode="json"), status_code=error.status_code, headers=headers)
 
+
 _ERROR_CODES = {
     401: "unauthorized",
     408: "request_timeout",
@@ -345,7 +346,15 @@ async def sync_status(gateway: GatewayDep, _: Admin) -> dict[str, Any]:
     per-user table, one per service on its global one): the deployment, interval, enabled, next and last
     run, last status and error."""
     rows = await run_in_threadpool(schedules.read_schedules, gateway.engine)
-    fields = ("enabled", "interval_hours", "next_run_at", "last_run_at", "last_status", "last_error", "run_count")
+    fields = (
+        "enabled",
+        "interval_hours",
+        "next_run_at",
+        "last_run_at",
+        "last_status",
+        "last_error",
+        "run_count",
+    )
     return {
         "schedules": [
             {

@@ -108,7 +108,10 @@ def server_names(conn: Connection, server_ids: Iterable[uuid.UUID]) -> dict[uuid
     ids = list(set(server_ids))
     if not ids:
         return {}
-    return {row.id: row.name for row in conn.execute(select(servers.c.id, servers.c.name).where(servers.c.id.in_(ids)))}
+    return {
+        row.id: row.name
+        for row in conn.execute(select(servers.c.id, servers.c.name).where(servers.c.id.in_(ids)))
+    }
 
 
 def servers_of(conn: Connection, user_ids: Collection[uuid.UUID] | None) -> list[uuid.UUID]:

@@ -154,7 +154,9 @@ def link_arr_ids(conn: Connection, server_id: uuid.UUID) -> int:
     return changed
 
 
-def coverage(conn: Connection, server_id: uuid.UUID, service: ArrService, items: Sequence[ArrItem]) -> Coverage:
+def coverage(
+    conn: Connection, server_id: uuid.UUID, service: ArrService, items: Sequence[ArrItem]
+) -> Coverage:
     """Which of `items` are in the server's library now, and how many of its rows the service does not
     know."""
     column, _types, top, _keys = _LINKS[service]

@@ -220,7 +220,9 @@ def refresh_user_stats(
         return 0
     stats = []
     for (user_id, item_id), plays in per_pair.items():
-        unique = {play.tautulli_row_id: play for play in plays}.values()  # a play matched two ways counts once
+        unique = {
+            play.tautulli_row_id: play for play in plays
+        }.values()  # a play matched two ways counts once
         ordered = sorted(unique, key=lambda p: (p.stopped_at or p.started_at or now, p.tautulli_row_id))
         last = ordered[-1]
         stats.append(

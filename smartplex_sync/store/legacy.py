@@ -26,7 +26,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, Table, func, insert, inspect, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    Table,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
 
 from smartplex_sync.store.accounts import env_server_id, user_id_by_email
 from smartplex_sync.store.engine import UTCDateTime, utcnow
@@ -444,7 +456,9 @@ def _copy_queue(
     if "batch_requests" in legacy:
         for row in _rows(conn, legacy["batch_requests"]):
             conn.execute(
-                insert(batch_requests).values(batch_id=row["batch_id"], request_id=request_ids[row["request_id"]])
+                insert(batch_requests).values(
+                    batch_id=row["batch_id"], request_id=request_ids[row["request_id"]]
+                )
             )
     undispatched = select(legacy["webhook_log"]).where(legacy["webhook_log"].c.processed.is_(False))
     for row in conn.execute(undispatched):
@@ -458,7 +472,9 @@ def _copy_queue(
                     webhook_id=webhook_ids[row.id],
                     ordinal=ordinal,
                     deployment=request["deployment"],
-                    parameters=scoped_parameters(request["deployment"], request.get("parameters"), server_ids),
+                    parameters=scoped_parameters(
+                        request["deployment"], request.get("parameters"), server_ids
+                    ),
                     ready_at=row.received_at,
                     dispatches=0,
                 )

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select, update
 
 from smartplex_sync.models import OverseerrRequest
-from smartplex_sync.store.tables import media_items, overseerr_requests, users
+from smartplex_sync.store.tables import integrations, media_items, overseerr_requests, users
 
 
 def smartplex_status(request: OverseerrRequest) -> str | None:
@@ -56,21 +56,37 @@ def _requester(conn: Connection, request: OverseerrRequest, owner_id: uuid.UUID 
             return found
     if request.requested_by_id is not None and owner_id is not None:
         return conn.scalar(
-            select(users.c.id).where(users.c.id == owner_id, users.c.overseerr_user_id == request.requested_by_id)
+            select(users.c.id).where(
+                users.c.id == owner_id, users.c.overseerr_user_id == request.requested_by_id
+            )
         )
     return None
 
 
-def _row_of(conn: Connection, request: OverseerrRequest, integration_id: uuid.UUID | None) -> Any:
+def _row_of(
+    conn: Connection, request: OverseerrRequest, integration_id: uuid.UUID | None, owner_id: uuid.UUID | None
+) -> Any:
+    """The stored row of `request`: the integration's own, else one SmartPlex wrote (no integration yet).
+
+    A delivery that names no integration (the owner has none configured) also finds the row an
+    integration of the same owner stored, so the request is not stored twice."""
     ours = overseerr_requests.c.overseerr_request_id == request.request_id
     adoptable = overseerr_requests.c.integration_id.is_(None)
     if request.tmdb_id is not None:
         adoptable = and_(adoptable, overseerr_requests.c.tmdb_id == request.tmdb_id)
-    belongs = (
-        or_(overseerr_requests.c.integration_id == integration_id, adoptable)
-        if integration_id is not None
-        else adoptable
-    )
+    if integration_id is not None:
+        belongs = or_(overseerr_requests.c.integration_id == integration_id, adoptable)
+    elif owner_id is not None and request.tmdb_id is not None:
+        owners = select(integrations.c.id).where(integrations.c.user_id == owner_id)
+        belongs = or_(
+            adoptable,
+            and_(
+                overseerr_requests.c.integration_id.in_(owners),
+                overseerr_requests.c.tmdb_id == request.tmdb_id,
+            ),
+        )
+    else:
+        belongs = adoptable
     return conn.execute(
         select(overseerr_requests.c.id, overseerr_requests.c.user_id, overseerr_requests.c.completed_at)
         .where(ours, belongs)
@@ -90,7 +106,7 @@ def upsert_requests(
     """Insert or update each request (see the module docstring)."""
     written, skipped = 0, []
     for request in requests:
-        existing = _row_of(conn, request, integration_id)
+        existing = _row_of(conn, request, integration_id, owner_id)
         status = smartplex_status(request)
         known: dict[str, Any] = {
             "overseerr_status": status,
@@ -109,7 +125,9 @@ def upsert_requests(
         if existing is not None:
             if status == "available" and existing.completed_at is None:
                 values["completed_at"] = request.updated_at or synced_at
-            conn.execute(update(overseerr_requests).where(overseerr_requests.c.id == existing.id).values(values))
+            conn.execute(
+                update(overseerr_requests).where(overseerr_requests.c.id == existing.id).values(values)
+            )
             written += 1
             continue
         if request.tmdb_id is None or values.get("media_type") is None:
@@ -147,7 +165,10 @@ def _library_match(server_ids: Collection[uuid.UUID]) -> Any:
 
 
 def requests_in_library(
-    conn: Connection, request_ids: Collection[int], integration_id: uuid.UUID | None, server_ids: Collection[uuid.UUID]
+    conn: Connection,
+    request_ids: Collection[int],
+    integration_id: uuid.UUID | None,
+    server_ids: Collection[uuid.UUID],
 ) -> set[int]:
     """Which of these requests (of this integration) the library of these servers holds."""
     if not request_ids or not server_ids:

@@ -311,11 +311,31 @@ def _record_run_failure(conn: Connection, flow_run_id: str, message: str) -> int
 
 
 def _clear_run_failure(conn: Connection, flow_run_id: str) -> int:
+    """A completed run clears the failure an earlier run of the same requests (a crashed run, requeued) left
+    on its deliveries; another deployment's failure on the same delivery stays."""
+    this_run = dispatch_batches.c.flow_run_id == flow_run_id
+    its_requests = (
+        select(batch_requests.c.request_id)
+        .join(dispatch_batches, dispatch_batches.c.id == batch_requests.c.batch_id)
+        .where(this_run)
+    )
+    earlier_runs = conn.scalars(
+        select(dispatch_batches.c.flow_run_id)
+        .join(batch_requests, batch_requests.c.batch_id == dispatch_batches.c.id)
+        .where(
+            batch_requests.c.request_id.in_(its_requests),
+            ~this_run,
+            dispatch_batches.c.flow_run_id.is_not(None),
+        )
+        .distinct()
+    ).all()
+    if not earlier_runs:
+        return 0
     return conn.execute(
         update(webhook_log)
         .where(
             webhook_log.c.id.in_(_served_by(flow_run_id)),
-            webhook_log.c.error_message.like(f"{_failure_text(flow_run_id)}%"),
+            or_(*(webhook_log.c.error_message.like(f"{_failure_text(run)}%") for run in earlier_runs)),
         )
         .values(error_message=None)
     ).rowcount

@@ -196,7 +196,7 @@ def write_mirror(
     same_row = sync_schedule.c.id == row.id
     unchanged = and_(
         same_row,
-        sync_schedule.c.enabled.is_(row.enabled),
+        func.coalesce(sync_schedule.c.enabled, False).is_(row.enabled),  # a NULL flag was read as off
         sync_schedule.c.interval_hours == row.interval_hours,
     )
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert

@@ -45,6 +45,7 @@ from sqlalchemy.types import TypeEngine
 
 from smartplex_sync.store.engine import GUID, OWN_SCHEMA, UTCDateTime
 
+
 @compiles(ForeignKeyConstraint, "sqlite")
 def _sqlite_foreign_key(constraint: ForeignKeyConstraint, compiler: DDLCompiler, **kw: Any) -> str:
     """Every foreign key on SQLite too: its dialect leaves out those between tables of different schemas
@@ -93,7 +94,12 @@ users = Table(
     Column("email", Text, nullable=False, unique=True),
     Column("display_name", Text),
     Column("avatar_url", Text),
-    Column("role", _enum("user_role", "admin", "moderator", "user", "guest"), nullable=False, server_default="user"),
+    Column(
+        "role",
+        _enum("user_role", "admin", "moderator", "user", "guest"),
+        nullable=False,
+        server_default="user",
+    ),
     Column("plex_user_id", Text),
     Column("plex_username", Text),
     _created(),
@@ -114,7 +120,12 @@ servers = Table(
     Column("machine_id", Text),  # Plex's machineIdentifier
     Column("platform", Text),
     Column("version", Text),
-    Column("status", _enum("server_status", "online", "offline", "error"), nullable=False, server_default="offline"),
+    Column(
+        "status",
+        _enum("server_status", "online", "offline", "error"),
+        nullable=False,
+        server_default="offline",
+    ),
     Column("last_seen_at", UTCDateTime),
     _created(),
     _updated(),

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, Text, case, cast, delete, func, select
 from smartplex_sync.requests import ScopedRequest
 from smartplex_sync.store import queue
 from smartplex_sync.store.engine import utcnow
-from smartplex_sync.store.tables import webhook_log
+from smartplex_sync.store.tables import batch_requests, dispatch_batches, webhook_log, webhook_requests
 
 
 def _storable(value: Any) -> Any:
@@ -195,9 +195,17 @@ def last_per_source(engine: Engine) -> dict[str, dict[str, Any]]:
 
 
 def delete_processed_before(engine: Engine, cutoff: datetime) -> int:
-    """Retention: delete processed rows received before `cutoff` (never pending ones); return how many."""
+    """Retention: delete processed rows received before `cutoff`, never pending ones nor ones a batch still
+    open (its run not finished) holds; return how many."""
+    in_open_batch = (
+        select(webhook_requests.c.id)
+        .join(batch_requests, batch_requests.c.request_id == webhook_requests.c.id)
+        .join(dispatch_batches, dispatch_batches.c.id == batch_requests.c.batch_id)
+        .where(webhook_requests.c.webhook_id == webhook_log.c.id, dispatch_batches.c.finished_at.is_(None))
+        .exists()
+    )
     statement = delete(webhook_log).where(
-        webhook_log.c.processed.is_(True), webhook_log.c.received_at < cutoff
+        webhook_log.c.processed.is_(True), webhook_log.c.received_at < cutoff, ~in_open_batch
     )
     with engine.begin() as conn:
         return conn.execute(statement).rowcount

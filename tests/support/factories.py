@@ -100,7 +100,9 @@ def add_integration(
     return integration_id
 
 
-def owner_and_server(engine: Engine, *, machine_id: str | None = "machine-1", **server: Any) -> tuple[uuid.UUID, uuid.UUID]:
+def owner_and_server(
+    engine: Engine, *, machine_id: str | None = "machine-1", **server: Any
+) -> tuple[uuid.UUID, uuid.UUID]:
     """A user with one server, committed; returns (user id, server id)."""
     with engine.begin() as conn:
         user_id = add_user(conn)

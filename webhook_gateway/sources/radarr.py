@@ -56,9 +56,7 @@ def parse(payload: Any) -> ParsedDelivery:
     movie = _read_movie(delivery, event)
     requests = (
         # The file is imported; Plex has yet to scan it.
-        SyncRequest(
-            PlexScope(section_types=["movie"], imported=[_target(movie)]), wait_for_plex_scan=True
-        ),
+        SyncRequest(PlexScope(section_types=["movie"], imported=[_target(movie)]), wait_for_plex_scan=True),
         SyncRequest(RadarrScope(movies=[movie])),
     )
     upgrade = event == "Upgrade" or optional_bool(delivery, "isUpgrade", event)
