@@ -119,7 +119,7 @@ class Decision:
 
 
 def reconcile(
-    row: ScheduleRow, prefect_enabled: bool, prefect_hours: int | None, *, prefer_table: bool
+    row: ScheduleRow, prefect_enabled: bool | None, prefect_hours: int | None, *, prefer_table: bool
 ) -> Decision:
     return Decision(
         merge_field(row.enabled, row.synced_enabled, prefect_enabled, prefer_table=prefer_table),
@@ -155,7 +155,8 @@ def next_occurrence(anchor: datetime, interval: timedelta, now: datetime) -> dat
     """The first `anchor + k * interval` after `now` (how an interval schedule fires, in UTC)."""
     if now < anchor:
         return anchor
-    steps = math.floor((now - anchor) / interval) + 1
+    # in seconds: Prefect's anchor is a pendulum DateTime, whose difference does not divide by a timedelta
+    steps = math.floor((now - anchor).total_seconds() / interval.total_seconds()) + 1
     return anchor + steps * interval
 
 
@@ -296,7 +297,8 @@ async def _mirror_row(
         decision = Decision(FieldDecision(row.enabled), FieldDecision(row.interval_hours))
         side = PrefectSide(deployment_id, None)
     else:
-        decision = reconcile(row, side.active, side.interval_hours, prefer_table=prefer_table)
+        active = side.active if side.schedule is not None else None  # no schedule: Prefect says nothing
+        decision = reconcile(row, active, side.interval_hours, prefer_table=prefer_table)
         if side.schedule is None:  # never mirrored, or deleted in Prefect: made from the row again
             decision = Decision(
                 FieldDecision(decision.enabled.value, push=True),

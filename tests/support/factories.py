@@ -21,8 +21,9 @@ def add_user(
     plex_username: str | None = None,
     plex_user_id: str | None = None,
     role: str = "user",
+    user_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    user_id = uuid.uuid4()
+    user_id = user_id or uuid.uuid4()
     now = datetime.now(UTC)
     conn.execute(
         insert(users).values(
