@@ -102,7 +102,7 @@ def test_the_entrypoint_verbs_run_real_commands() -> None:
     assert set(commands) >= {"gateway", "worker", "migrate", "deploy"}
     for command in commands.values():
         assert_real_command(command.replace('"$@"', "").split())
-    assert "--restore" in help_text("smartplex-sync", "schedules", "apply")
+    assert "sync_schedule" in help_text("smartplex-sync", "schedules", "apply")
     assert "--all" in help_text("prefect", "deploy")
     assert "--type" in help_text("prefect", "work-pool", "create")
 

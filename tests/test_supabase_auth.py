@@ -16,13 +16,14 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from simulators.serving import serve_in_thread
 from simulators.supabase_auth import SigningKey, SupabaseAuth, create_supabase_auth_app
 from smartplex_sync.settings import Settings
 from smartplex_sync.store.users import role_of
 from tests.conftest import both_backends
+from tests.support.factories import add_user
 from webhook_gateway.app import create_app
 from webhook_gateway.supabase_auth import SignInError, SupabaseAdmins
 
@@ -40,25 +41,10 @@ def supabase() -> Iterator[tuple[SupabaseAuth, str]]:
 
 
 def create_users_table(engine: Engine) -> None:
-    """SmartPlex's own `users` table (its schema.sql): uuid ids, a role enum."""
+    """An admin and a moderator in SmartPlex's `users` (migrate made the table, in SmartPlex's shape)."""
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("CREATE TYPE user_role AS ENUM ('admin', 'moderator', 'user', 'guest')"))
-            conn.execute(
-                text(
-                    "CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text UNIQUE NOT NULL,"
-                    " role user_role NOT NULL DEFAULT 'user')"
-                )
-            )
-        else:
-            conn.execute(
-                text("CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL, role TEXT NOT NULL)")
-            )
         for user_id, role in ((ADMIN, "admin"), (MODERATOR, "moderator")):
-            conn.execute(
-                text("INSERT INTO users (id, email, role) VALUES (:id, :email, :role)"),
-                {"id": user_id, "email": f"{role}@example.com", "role": role},
-            )
+            add_user(conn, f"{role}@example.com", role=role, user_id=uuid.UUID(user_id))
 
 
 def gateway_for(database_url: str, supabase_url: str, **overrides: Any) -> Any:
@@ -148,7 +134,7 @@ def test_tokens_that_are_not_an_admins_valid_session_are_refused(
 def test_the_role_can_come_from_a_claim_instead(
     database_url: str, supabase: tuple[SupabaseAuth, str]
 ) -> None:
-    """No users table in this database: app_metadata.role (set by a service key or an auth hook) decides."""
+    """app_metadata.role (set by a service key or an auth hook) decides, not SmartPlex's users table."""
     auth, supabase_url = supabase
     with gateway_for(database_url, supabase_url, supabase_role_claim="app_metadata.role") as url:
         admin = auth.session_token(supabase_url, STRANGER, app_metadata={"role": "admin"})
@@ -164,7 +150,7 @@ def test_without_a_users_table_the_answer_says_what_to_set(
     database_url: str, supabase: tuple[SupabaseAuth, str]
 ) -> None:
     auth, supabase_url = supabase
-    with gateway_for(database_url, supabase_url) as url:
+    with gateway_for(database_url, supabase_url, supabase_users_table="profiles") as url:  # no such table
         answer = status(url, auth.session_token(supabase_url, ADMIN))
     assert answer.status_code == 403 and "SMARTPLEX_SUPABASE_ROLE_CLAIM" in answer.json()["detail"]
 

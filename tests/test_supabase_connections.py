@@ -20,11 +20,11 @@ from sqlalchemy.engine import make_url
 from deployments.processes import VENV_BIN, free_port, prefect_env, spawn, stop, wait_until_healthy
 from smartplex_sync.migrate import discover, migrate
 from smartplex_sync.models import Deployment
-from smartplex_sync.requests import SyncRequest, TautulliSync
+from smartplex_sync.requests import ScopedRequest, SyncRequest, TautulliScope
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import make_engine, queue, utcnow, webhooks
 from smartplex_sync.store.history import upsert_plays
-from smartplex_sync.store.media import PLEX_COLUMNS, UpsertResult, upsert_media_items
+from smartplex_sync.store.media import PLEX_COLUMNS, SECTION_ID, UpsertResult, upsert_media_items
 from smartplex_sync.store.queue import Batch
 from smartplex_sync.store.tables import (
     dispatch_batches,
@@ -33,6 +33,7 @@ from smartplex_sync.store.tables import (
     webhook_log,
     webhook_requests,
 )
+from tests.support.factories import add_integration, add_server, add_user, owner_and_server
 from tests.support.prefect_stack import PrefectStack
 from tests.support.supabase import SERVICE_OWNER, SupabaseLike
 
@@ -74,15 +75,18 @@ def pooled_engine(supabase: SupabaseLike) -> Iterator[Engine]:
     engine.dispose()
 
 
-def request_for(index: int) -> SyncRequest:
-    return SyncRequest(TautulliSync(rating_keys=[str(index)]))
+SERVER = uuid.UUID("00000000-0000-4000-8000-000000000001")  # queued requests name a server; none is read here
+
+
+def request_for(index: int) -> ScopedRequest:
+    return SyncRequest(TautulliScope(rating_keys=[str(index)])).on([SERVER])
 
 
 def batch_for(deployment: Deployment = Deployment.TAUTULLI_SYNC, lane: str = "") -> Batch:
     return Batch(uuid.uuid4().hex, deployment, lane, {}, "a batch", ["trigger:webhook"], utcnow())
 
 
-def record_deliveries(engine: Engine, count: int) -> list[int]:
+def record_deliveries(engine: Engine, count: int) -> list[uuid.UUID]:
     return [
         webhooks.record(
             engine, source="tautulli", event_type="playback.stop", payload={"n": i}, action="tautulli-sync",
@@ -222,28 +226,31 @@ def test_a_lost_claim_leaves_the_pooled_connection_clean(pooled_engine: Engine) 
     assert len(queue.open_batches(pooled_engine)) == 2
 
 
-def plex_row(rating_key: str, title: str) -> dict[str, object]:
+def plex_row(server_id: uuid.UUID, plex_id: str, title: str) -> dict[str, object]:
     data: dict[str, object] = dict.fromkeys(PLEX_COLUMNS)
-    data.update(server_id="srv", rating_key=rating_key, type="movie", title=title, section_id=1, added_at=T0)
+    data.update(server_id=server_id, plex_id=plex_id, type="movie", title=title, added_at=T0, genres=[],
+                accessible=True, metadata={"plex_added_at": T0.isoformat(), SECTION_ID: 1})  # fmt: skip
     return data
 
 
 def test_media_items_and_watch_history_upserts(pasted_url: str) -> None:
     engine = make_engine(Settings(database_url=pasted_url, _env_file=None).sqlalchemy_url)
-    rows = [plex_row(str(k), f"Movie {k}") for k in range(20)]
+    _, server = owner_and_server(engine)
+    rows = [plex_row(server, str(k), f"Movie {k}") for k in range(20)]
+    renamed = [*rows[:15], *(plex_row(server, str(r["plex_id"]), "Renamed") for r in rows[15:])]
     results = []
-    for round_rows in (rows, rows, [*rows[:15], *(plex_row(r["rating_key"], "Renamed") for r in rows[15:])]):
+    for round_rows in (rows, rows, renamed):
         with engine.begin() as conn:
             results.append(upsert_media_items(conn, round_rows, batch_size=4))  # many small statements
     assert results == [UpsertResult(20, 0, 0), UpsertResult(0, 0, 20), UpsertResult(0, 5, 15)]
     plays = [
-        {"tautulli_row_id": n, "server_id": "srv", "rating_key": str(n % 20), "percent_complete": 95,
-         "duration_seconds": 60, "stopped_at": T0 + timedelta(minutes=n)}
+        {"tautulli_row_id": n, "rating_key": str(n % 20), "percent_complete": 95, "duration_seconds": 60,
+         "paused_seconds": 0, "stopped_at": T0 + timedelta(minutes=n)}
         for n in range(40)
     ]  # fmt: skip
     for _ in range(2):
         with engine.begin() as conn:
-            upsert_plays(conn, plays, batch_size=6)
+            upsert_plays(conn, server, plays, batch_size=6)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(watch_history)).scalar() == 40
         assert conn.execute(select(func.count()).select_from(media_items)).scalar() == 20
@@ -275,6 +282,12 @@ def test_two_gateways_over_http_with_their_database_behind_the_pooler(
     url = pasted(supabase, supabase.create_database(owner=SERVICE_OWNER), "pooler")
     engine = make_engine(Settings(database_url=url, _env_file=None).sqlalchemy_url)
     migrate(engine)
+    with (
+        engine.begin() as conn
+    ):  # a SmartPlex user with a server and its Tautulli; deliveries carry the secret
+        owner = add_user(conn, "owner@example.com", secret="pooled-secret")
+        server = add_server(conn, owner, machine_id="pooled-machine")
+        add_integration(conn, owner, "tautulli", server_id=server)
     env = prefect_env(prefect_worker.api_url)
     env.update(
         SMARTPLEX_DATABASE_URL=url,
@@ -290,7 +303,7 @@ def test_two_gateways_over_http_with_their_database_behind_the_pooler(
         for n in range(30):
             _, base = gateways[n % 2]
             answer = httpx.post(
-                f"{base}/api/webhooks/tautulli",
+                f"{base}/api/webhooks/tautulli?token=pooled-secret",
                 json={"event": "playback.stop", "rating_key": str(1000 + n % 3), "user": "testuser"},
                 timeout=30,
             )
@@ -301,18 +314,19 @@ def test_two_gateways_over_http_with_their_database_behind_the_pooler(
             time.sleep(1)
         with engine.connect() as conn:
             rows = conn.execute(
-                select(webhook_log.c.id, webhook_log.c.processed, webhook_log.c.flow_run_id)
+                select(webhook_log.c.id, webhook_log.c.processed, webhook_log.c.server_id)
             ).all()
             dispatches = conn.execute(select(webhook_requests.c.dispatches)).scalars().all()
+            runs = queue.runs_of(conn, [r.id for r in rows])
         status = httpx.get(f"{gateways[0][1]}/api/webhooks/status", timeout=30).json()
     finally:
         for process, _ in gateways:
             stop(process)  # type: ignore[arg-type]
         engine.dispose()
-    assert sorted(r.id for r in rows) == sorted(sent)
-    assert all(r.processed and r.flow_run_id for r in rows), rows
+    assert sorted(str(r.id) for r in rows) == sorted(sent)
+    assert all(r.processed and runs.get(r.id) and r.server_id == server for r in rows), rows
     assert dispatches == [1] * 30  # no request was taken by both replicas, or twice
-    assert len({r.flow_run_id for r in rows}) < 10  # merged: far fewer runs than deliveries
+    assert len({run for served in runs.values() for run in served}) < 10  # merged: far fewer runs
     assert status["total_webhooks"] == 30
 
 
