@@ -17,7 +17,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCHMARKS = ("latency", "burst", "deletion", "gateway", "plex_sync", "tautulli_sync", "memory")
+BENCHMARKS = (
+    "latency",
+    "burst",
+    "deletion",
+    "gateway",
+    "plex_sync",
+    "smartplex_media",
+    "tautulli_sync",
+    "memory",
+)
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 _SECTION = re.compile(r"<!-- bench:(?P<name>\w+) -->\n.*?<!-- /bench:(?P=name) -->\n?", re.DOTALL)
 

@@ -15,38 +15,96 @@ from typing import Any
 import httpx
 
 from simulators import overseerr, plex, radarr, sonarr, tautulli
-from simulators.demo import DemoWorld, history_item
+from simulators.demo import ALICE, ALICE_SECRET, BOB, BOB_SECRET, DemoWorld, history_item
 from simulators.plex_library import EPISODE, MOVIE, SHOW
 
 Send = Callable[[], httpx.Response]
 
 
-def _plex_new(world: DemoWorld, url: str, with_section: bool, rating_keys: list[str]) -> Send:
-    """A new movie in Plex, and its library.new: as PMS sends it, or as the seed guide's curl does."""
+def _plex_new(
+    world: DemoWorld, url: str, with_section: bool, rating_keys: list[str], secret: str | None = None
+) -> Send:
+    """A new movie in Plex, and its library.new: as PMS sends it (with its `Server.uuid`), or as the seed
+    guide's curl does (the rating key only). A user's webhook secret travels as `?token=`, as Plex's must."""
     library = world.library
     with world.lock:
         section = next(s for s in library.sections.values() if s.type == MOVIE)
         item = library.add_movie(section.key, at=int(time.time()))
     rating_keys.append(str(item.rating_key))
     if with_section:
-        return lambda: plex.send_library_new(url, item, library=library)
+        return lambda: plex.send_library_new(url, item, secret, library=library)
     body = f'{{"event":"library.new","Metadata":{{"ratingKey":"{item.rating_key}"}}}}'
-    return lambda: httpx.post(url, files={"payload": (None, body)}, timeout=30)
+    params = {"token": secret} if secret else None
+    return lambda: httpx.post(url, params=params, files={"payload": (None, body)}, timeout=30)
 
 
-def mixed_burst(world: DemoWorld, gateway: str, seconds: float, seed: int = 3) -> dict[str, Any]:
-    """150 deliveries of all five services in about `seconds`:
-    - 40 Plex `library.new` of 40 new movies, half with their section and half by rating key only;
-    - 40 Sonarr `Download`s: 10 episodes each of 4 series;
-    - 20 Radarr `Download`s of 20 movies;
-    - 30 Tautulli playback stops of 15 items (two plays each);
-    - 20 Overseerr notifications: 10 requests approved, then available.
+def _bearer(secret: str | None) -> dict[str, str] | None:
+    return {"Authorization": f"Bearer {secret}"} if secret else None
+
+
+def mixed_burst(
+    world: DemoWorld, gateway: str, seconds: float, seed: int = 3, bob: DemoWorld | None = None
+) -> dict[str, Any]:
+    """150 deliveries of all five services in about `seconds`, from two SmartPlex users (as `make run`'s
+    demo has them): Alice, the owner the settings make, and Bob, whose rows SmartPlex holds. Each user's
+    deliveries carry their webhook secret (Plex's as `?token=`, the others' as a bearer token):
+    - 40 Plex `library.new` of 40 new movies, 20 in each user's Plex, half with their section and
+      `Server.uuid`, half by rating key only;
+    - 40 Sonarr `Download`s: 10 episodes each of 4 of Alice's series (Bob has no Sonarr);
+    - 20 Radarr `Download`s: 10 movies of each user's Radarr;
+    - 30 Tautulli playback stops, 15 of each user's (8 items each, one or two plays each);
+    - 20 Overseerr notifications: 10 of Alice's requests approved, then available (Bob has no Overseerr).
+    With `bob` None, every delivery is Alice's (without secrets: a local client is the owner).
     """
     rng = random.Random(seed)
-    rating_keys: list[str] = []
+    users = [("alice", world, ALICE_SECRET if bob else None)]
+    if bob is not None:
+        users.append(("bob", bob, BOB_SECRET))
+    share = len(users)
+    expected: dict[str, dict[str, Any]] = {}
     sends: list[tuple[str, Send]] = []
-    for n in range(40):
-        sends.append(("plex", _plex_new(world, f"{gateway}/api/webhooks/plex", n % 2 == 0, rating_keys)))
+    for label, user_world, secret in users:
+        rating_keys: list[str] = []
+        headers = _bearer(secret)
+        plex_url = f"{gateway}/api/webhooks/plex"
+        for n in range(40 // share):
+            sends.append(("plex", _plex_new(user_world, plex_url, n % 2 == 0, rating_keys, secret)))
+        movies = user_world.movies[: 20 // share]
+        for movie in movies:
+            radarr_url = f"{gateway}/api/webhooks/radarr"
+            sends.append(
+                ("radarr", lambda m=movie, u=radarr_url, h=headers: radarr.send_download(u, m, headers=h))
+            )
+        playable = [i for i in user_world.library.items.values() if i.type in (MOVIE, EPISODE)]
+        items = rng.sample(playable, 15 if share == 1 else 8)
+        plays = []
+        with user_world.lock:
+            for n in range(30 // share):
+                item = history_item(user_world.library, items[n % len(items)])
+                plays.append(
+                    user_world.history.add_play(
+                        item, started=int(time.time()) - 7200 - n, percent_complete=95
+                    )
+                )
+        machine = user_world.library.machine_identifier
+        for play in plays:
+            sends.append(
+                (
+                    "tautulli",
+                    lambda p=play, m=machine, h=headers: tautulli.send_webhook(
+                        f"{gateway}/api/webhooks/tautulli", p, server_machine_id=m, headers=h
+                    ),
+                )
+            )
+        expected[label] = {
+            "email": ALICE if label == "alice" else BOB,
+            "rating_keys": rating_keys,
+            "sonarr_ids": [],
+            "radarr_ids": [m["id"] for m in movies],
+            "play_ids": [p.row_id for p in plays],
+            "request_ids": [],
+        }
+    alice_secret = users[0][2]
     series = [
         s
         for s in world.series
@@ -57,42 +115,31 @@ def mixed_burst(world: DemoWorld, gateway: str, seconds: float, seed: int = 3) -
             sends.append(
                 (
                     "sonarr",
-                    lambda s=show, e=episode: sonarr.send_download(f"{gateway}/api/webhooks/sonarr", s, 1, e),
+                    lambda s=show, e=episode: sonarr.send_download(
+                        f"{gateway}/api/webhooks/sonarr", s, 1, e, headers=_bearer(alice_secret)
+                    ),
                 )
             )
-    movies = world.movies[:20]
-    for movie in movies:
-        sends.append(("radarr", lambda m=movie: radarr.send_download(f"{gateway}/api/webhooks/radarr", m)))
-    items = rng.sample([i for i in world.library.items.values() if i.type in (MOVIE, EPISODE)], 15)
-    plays = []
-    with world.lock:
-        for n in range(30):
-            item = history_item(world.library, items[n % 15])
-            plays.append(
-                world.history.add_play(item, started=int(time.time()) - 7200 - n, percent_complete=95)
-            )
-    for play in plays:
-        sends.append(
-            (
-                "tautulli",
-                lambda p=play: tautulli.send_webhook(
-                    f"{gateway}/api/webhooks/tautulli", p, server_machine_id=world.library.machine_identifier
-                ),
-            )
-        )
     requests = overseerr.generate_requests(10, seed=seed)
     notify = f"{gateway}/api/webhooks/overseerr"
+    authorization = f"Bearer {alice_secret}" if alice_secret else None
     approvals: dict[int, tuple[str, Send]] = {}
     for request in requests:
         approvals[request["id"]] = (
             "overseerr",
-            lambda r=request: overseerr.send_notification(notify, "MEDIA_APPROVED", r),
+            lambda r=request: overseerr.send_notification(
+                notify, "MEDIA_APPROVED", r, authorization=authorization
+            ),
         )
         sends.append(approvals[request["id"]])
+    expected["alice"]["sonarr_ids"] = [s["id"] for s in series]
+    expected["alice"]["request_ids"] = [r["id"] for r in requests]
     rng.shuffle(sends)
     for request in requests:  # each request's availability somewhere after its approval
         after = sends.index(approvals[request["id"]]) + 1
-        available = lambda r=request: overseerr.send_notification(notify, "MEDIA_AVAILABLE", r)  # noqa: E731
+        available = lambda r=request: overseerr.send_notification(  # noqa: E731
+            notify, "MEDIA_AVAILABLE", r, authorization=authorization
+        )
         sends.insert(rng.randint(after, len(sends)), ("overseerr", available))
 
     started = time.time()
@@ -123,11 +170,7 @@ def mixed_burst(world: DemoWorld, gateway: str, seconds: float, seed: int = 3) -
         "accepted": statuses.count(202),
         "first_sent": started,
         "last_sent": time.time(),
-        "rating_keys": rating_keys,
-        "sonarr_ids": [s["id"] for s in series],
-        "radarr_ids": [m["id"] for m in movies],
-        "play_ids": [p.row_id for p in plays],
-        "request_ids": [r["id"] for r in requests],
+        "users": expected,
     }
 
 

@@ -35,26 +35,39 @@ from smartplex_sync.store import make_engine
 
 
 def _count_requests(app: Any, counts: Counter[str]) -> Any:
-    """ASGI middleware: requests per service (the first path segment: /plex, /tautulli, ...)."""
+    """ASGI middleware: requests per service (the first path segment: /plex, /tautulli, ...); the second
+    user's (under /bob) as bob/plex, bob/tautulli, ..."""
 
     async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            counts[scope["path"].split("/")[1]] += 1
+            parts = scope["path"].split("/")
+            counts[f"bob/{parts[2]}" if parts[1] == "bob" and len(parts) > 2 else parts[1]] += 1
         await app(scope, receive, send)
 
     return counted
 
 
-def _services_main(control: Connection, seed: int) -> None:
-    """The services' process: serve the demo world, then carry out the benchmark's commands."""
+def _services_main(control: Connection, seed: int, two_users: bool) -> None:
+    """The services' process: serve the demo world (Alice's, and Bob's with `two_users`, as `make run`'s demo
+    does), then carry out the benchmark's commands."""
     from bench import _scenarios
-    from simulators.demo import build_world, create_demo_app, service_env
+    from simulators.demo import ALICE, build_world, create_demo_app, service_env, write_smartplex_rows
     from simulators.serving import serve_in_thread
+    from smartplex_sync.migrate import migrate
+    from smartplex_sync.store import make_engine
 
-    world = build_world(seed=seed, movies=200, shows=6, plays=200)
+    world = build_world(seed=seed, movies=200, shows=6, plays=200, friendly_name="Alice's Plex")
+    bob = (
+        build_world(seed=seed + 1, movies=120, shows=4, plays=150, friendly_name="Bob's Plex")
+        if two_users
+        else None
+    )
     counts: Counter[str] = Counter()
-    with serve_in_thread(_count_requests(create_demo_app(world), counts)) as url:
-        control.send(service_env(url))
+    with serve_in_thread(_count_requests(create_demo_app(world, bob), counts)) as url:
+        env = service_env(url)
+        if bob is not None:
+            env.update(SMARTPLEX_OWNER_EMAIL=ALICE, SMARTPLEX_PLEX_SERVER_NAME=world.library.friendly_name)
+        control.send(env)
         while (command := control.recv())[0] != "stop":
             name, *args = command
             if name == "requests":
@@ -62,15 +75,24 @@ def _services_main(control: Connection, seed: int) -> None:
             elif name == "reset":
                 counts.clear()
                 control.send(None)
+            elif name == "smartplex_rows":  # Alice's and Bob's users, Bob's server and integrations
+                assert bob is not None
+                engine = make_engine(args[0])
+                migrate(engine)
+                write_smartplex_rows(engine, url, world, bob)
+                engine.dispose()
+                control.send(None)
+            elif bob is not None:
+                control.send(getattr(_scenarios, name)(world, *args, bob=bob))
             else:
                 control.send(getattr(_scenarios, name)(world, *args))
 
 
 class Services:
-    def __init__(self, seed: int = 11) -> None:
+    def __init__(self, seed: int = 11, two_users: bool = False) -> None:
         context = multiprocessing.get_context("spawn")
         self._control, child = context.Pipe()
-        self._process = context.Process(target=_services_main, args=(child, seed), daemon=True)
+        self._process = context.Process(target=_services_main, args=(child, seed, two_users), daemon=True)
         self._process.start()
         self.env: dict[str, str] = self._control.recv()
 
@@ -84,8 +106,8 @@ class Services:
 
 
 @contextmanager
-def services(seed: int = 11) -> Iterator[Services]:
-    running = Services(seed)
+def services(seed: int = 11, two_users: bool = False) -> Iterator[Services]:
+    running = Services(seed, two_users)
     try:
         yield running
     finally:
@@ -122,12 +144,20 @@ def _worker_polling(api_url: str) -> bool:
     return answer.is_success and bool(answer.json())
 
 
+def database_url(root: Path) -> str:
+    """The SQLite database `running_stack(root, ...)` uses (SMARTPLEX_DATA_DIR's default)."""
+    return f"sqlite:///{root / 'data' / 'smartplex.db'}"
+
+
 @contextmanager
 def running_stack(
     root: Path, service_env: Mapping[str, str], extra_env: Mapping[str, str]
 ) -> Iterator[Stack]:
-    """`smartplex-sync run` until the block ends (SIGTERM to its process group, as Ctrl-C would)."""
+    """`smartplex-sync run` until the block ends (SIGTERM to its process group, as Ctrl-C would). Its start-up
+    migrates the database and makes the rows the settings describe (the owner, their server, integrations);
+    rows written into `database_url(root)` before are kept, as SmartPlex's are."""
     root.mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
     gateway_port, prefect_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("SMARTPLEX_", "PREFECT_"))},
@@ -147,7 +177,7 @@ def running_stack(
         start_new_session=True,
     )
     gateway, api_url = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{prefect_port}/api"
-    engine = make_engine(f"sqlite:///{root / 'data' / 'smartplex.db'}")
+    engine = make_engine(database_url(root))
     try:
         wait_until_healthy(f"{gateway}/healthz", timeout=300, process=process)
         deadline = time.monotonic() + 120

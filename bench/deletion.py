@@ -45,7 +45,7 @@ def _radarr_movie(item: Item) -> dict[str, object]:
 
 def _stored(engine: Engine, rating_key: int) -> bool:
     with engine.connect() as conn:
-        found = conn.scalar(select(media_items.c.id).where(media_items.c.rating_key == str(rating_key)))
+        found = conn.scalar(select(media_items.c.id).where(media_items.c.plex_id == str(rating_key)))
     return found is not None
 
 
@@ -89,11 +89,14 @@ def measure(root: Path) -> tuple[list[float], list[float]]:
             os.environ.update(env)
             refresh_global_settings_context()
             from flows.library_sync import plex_library_sync
-            from smartplex_sync.requests import PlexLibrarySync
+            from smartplex_sync.requests import PlexLibrarySync, PlexScope
             from smartplex_sync.settings import get_settings
+            from smartplex_sync.store.accounts import configure
 
             get_settings.cache_clear()
-            plex_library_sync(PlexLibrarySync(mode="full"))
+            owner = configure(engine, get_settings())  # the owner, their server and services, as rows
+            assert owner is not None and owner.server_id is not None
+            plex_library_sync(PlexLibrarySync.on([owner.server_id], PlexScope(mode="full")))
             url = f"{gateway}/api/webhooks/radarr"
             deletes, downloads = [], []
             movies = [i for i in world.library.items.values() if i.type == MOVIE and i.guids][:RUNS]

@@ -77,7 +77,17 @@ def _ms(values: list[float], quantile: float) -> float:
 def measure_ack(root: Path) -> dict[str, Any]:
     body = httpx.Request("POST", "/", json=sonarr.download_payload(sonarr.generate_series(1)[0])).content
     # 800 deliveries from one source in seconds is a flood the rate limit would refuse: this measures the ack.
-    settings = Settings(database_url=f"sqlite:///{root / 'ack.db'}", rate_limit_per_second=0, _env_file=None)
+    # The gateway attributes each delivery to a SmartPlex server: one Plex server and a Sonarr for it, as the
+    # settings make them at start-up (never reached: `background=False` records without dispatching).
+    settings = Settings(
+        database_url=f"sqlite:///{root / 'ack.db'}",
+        rate_limit_per_second=0,
+        plex_url="http://127.0.0.1:9/plex",
+        plex_token="bench-token",
+        sonarr_url="http://127.0.0.1:9/sonarr",
+        sonarr_api_key="bench-key",
+        _env_file=None,
+    )
     migrate(make_engine(settings.sqlalchemy_url))
     with serve_in_thread(_baseline_app()) as base_url:
         baseline = _latencies(f"{base_url}/api/webhooks/sonarr", body, SEQUENTIAL)
@@ -104,7 +114,8 @@ def main() -> str:
         "",
         f"{SEQUENTIAL} Sonarr `Download` deliveries, one after another over keep-alive HTTP, then {CONCURRENT} from "
         f"{SENDERS} concurrent senders. Baseline: the same uvicorn server answering 202 without parsing or "
-        "recording. The gateway parses the payload and commits the `webhook_log` row (SQLite, WAL) before it answers.",
+        "recording. The gateway identifies the sender, attributes the delivery to its SmartPlex user and Plex server, "
+        "parses the payload and commits the `webhook_log` row and its queued sync (SQLite, WAL) before it answers.",
         "",
         "| | baseline (HTTP only) | gateway (parse + durable commit) | ratio |",
         "|---|---:|---:|---:|",

@@ -19,6 +19,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def one(stack: Stack, world: Services) -> dict[str, float]:
 
     def row_time() -> float | None:
         with stack.engine.connect() as conn:
-            found = conn.execute(select(media_items.c.id).where(media_items.c.rating_key == key)).first()
+            found = conn.execute(select(media_items.c.id).where(media_items.c.plex_id == key)).first()
         return time.time() if found else None
 
     readable_at = _wait(row_time, 600)
@@ -81,7 +82,8 @@ def one(stack: Stack, world: Services) -> dict[str, float]:
                 .join(batch_requests, batch_requests.c.batch_id == dispatch_batches.c.id)
                 .join(webhook_requests, webhook_requests.c.id == batch_requests.c.request_id)
                 .where(
-                    webhook_requests.c.webhook_id == sent["id"], dispatch_batches.c.finished_at.is_not(None)
+                    webhook_requests.c.webhook_id == uuid.UUID(sent["id"]),
+                    dispatch_batches.c.finished_at.is_not(None),
                 )
             ).first()
 

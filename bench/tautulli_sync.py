@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from simulators.serving import serve_in_thread
 from simulators.tautulli import TautulliHistory, create_tautulli_app, demo_items
 from smartplex_sync.migrate import migrate
 from smartplex_sync.store import make_engine
+from smartplex_sync.store.accounts import configure_from_settings
 from smartplex_sync.store.history import refresh_play_totals, upsert_plays
 from smartplex_sync.store.tables import media_items
 
@@ -60,7 +62,8 @@ def fetch_ours(url: str, now: datetime) -> tuple[Fetch, list[dict[str, object]],
     with TautulliClient(url, API_KEY, timeout=120) as client:
         began = time.perf_counter()
         server = client.server_info()
-        rows = client.get_history(after=history_after(now, WINDOW_DAYS))
+        after = history_after(now, WINDOW_DAYS)
+        rows = [row for page in client.history_pages(after=after) for row in page.rows]
         seconds = time.perf_counter() - began
         label = f"ours: `after=`, grouping=0, pages of {HISTORY_PAGE_SIZE}"
         return Fetch(label, client.requests_made, seconds, len(rows)), rows, server.identifier
@@ -85,24 +88,35 @@ def fetch_original(url: str, now: datetime, length: int) -> Fetch:
         return Fetch(label, client.requests_made, seconds, kept)
 
 
-def store(rows: list[dict[str, object]], server_id: str, database: Path) -> tuple[float, float, int]:
+def store(rows: list[dict[str, object]], machine_id: str, database: Path) -> tuple[float, float, int]:
     """Seconds to upsert and refresh totals, seconds for the same again (nothing to write), rows written."""
     engine = make_engine(f"sqlite:///{database}")
     migrate(engine)
+    owner = configure_from_settings(  # the SmartPlex user and Plex server the plays belong to
+        engine,
+        owner_email="bench@smartplex.local",
+        plex_url="http://127.0.0.1:9/plex",
+        plex_token=None,
+        plex_server_name=f"Plex {machine_id}",
+        services={},
+    )
+    assert owner is not None and owner.server_id is not None
+    server_id = owner.server_id
     with engine.begin() as conn:
         conn.execute(
             insert(media_items),
             [
                 {
+                    "id": uuid.uuid4(),
                     "server_id": server_id,
-                    "rating_key": str(item.rating_key),
+                    "plex_id": str(item.rating_key),
                     "type": "movie",
                     "title": item.title,
                     "total_play_count": 0,
                     "complete_play_count": 0,
                     "partial_play_count": 0,
                     "total_watch_time_seconds": 0,
-                    "synced_at": datetime.now(UTC),
+                    "updated_at": datetime.now(UTC),
                 }
                 for item in demo_items(ITEMS)
             ],
@@ -111,9 +125,9 @@ def store(rows: list[dict[str, object]], server_id: str, database: Path) -> tupl
     written = 0
     for _ in range(2):
         began = time.perf_counter()
-        plays = [play for row in rows if (play := watch_row(row, server_id)) is not None]
+        plays = [play for row in rows if (play := watch_row(row)) is not None]
         with engine.begin() as conn:
-            counts = upsert_plays(conn, plays)
+            counts = upsert_plays(conn, server_id, plays)
             refresh_play_totals(conn, server_id, {play["rating_key"] for play in plays})
         timings.append(time.perf_counter() - began)
         written = written or counts.new + counts.updated
