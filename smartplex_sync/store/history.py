@@ -119,6 +119,22 @@ _PLAYS_OF_TYPE = {
 }
 
 
+def keys_with_plays(conn: Connection, server_id: uuid.UUID, rating_keys: Iterable[str]) -> set[str]:
+    """The rating keys among these that have stored plays on this server, as an item, season or show."""
+    keys = sorted({str(key) for key in rating_keys})
+    played: set[str] = set()
+    for batch in _chunks(keys, BATCH_SIZE):
+        for key_column in _PLAYS_OF_TYPE.values():
+            played.update(
+                conn.execute(
+                    select(key_column)
+                    .where(watch_history.c.server_id == server_id, key_column.in_(batch))
+                    .distinct()
+                ).scalars()
+            )
+    return played
+
+
 def refresh_play_totals(
     conn: Connection,
     server_id: uuid.UUID,

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from smartplex_sync.errors import DeletionGuardError
 from smartplex_sync.store.engine import utcnow
-from smartplex_sync.store.history import refresh_play_totals, refresh_user_stats
+from smartplex_sync.store.history import keys_with_plays, refresh_play_totals, refresh_user_stats
 from smartplex_sync.store.tables import media_items, sync_state
 
 BATCH_SIZE = 500
@@ -113,8 +113,8 @@ def upsert_media_items(
 ) -> UpsertResult:
     """Insert new rows, update changed ones, skip equal ones. Rows map every name in `PLEX_COLUMNS`.
 
-    Plays stored before an item arrived are counted on it (`refresh_play_totals` on the new keys), and
-    in the `user_stats` of the SmartPlex users who played it (`refresh_user_stats`).
+    Plays stored before an item arrived are counted on it (`refresh_play_totals` on the new keys that
+    have plays), and in the `user_stats` of the SmartPlex users who played it (`refresh_user_stats`).
     """
     synced_at = synced_at or utcnow()
     result = UpsertResult()
@@ -147,9 +147,10 @@ def _upsert_batch(
     ]
     if to_write:
         conn.execute(statement, to_write)
-    if new:
-        refresh_play_totals(conn, server_id, [r["plex_id"] for r in new], now=synced_at)
-        refresh_user_stats(conn, server_id, [r["plex_id"] for r in new], now=synced_at)
+    played = keys_with_plays(conn, server_id, [r["plex_id"] for r in new]) if new else set()
+    if played:
+        refresh_play_totals(conn, server_id, played, now=synced_at)
+        refresh_user_stats(conn, server_id, played, now=synced_at)
     return UpsertResult(len(new), len(changed), len(batch) - len(new) - len(changed))
 
 
