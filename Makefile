@@ -21,9 +21,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# The model-based test of the whole data path, long: 2,000 examples on SQLite and on PostgreSQL.
+# The model-based test of the whole data path, long: 300 examples on SQLite and on PostgreSQL.
 model-test: $(STAMP) postgres-binaries
-	SMARTPLEX_MODEL_EXAMPLES=2000 SMARTPLEX_MODEL_STEPS=30 $(BIN)/pytest tests/test_data_path_model.py -s -p no:logging
+	SMARTPLEX_MODEL_EXAMPLES=300 SMARTPLEX_MODEL_STEPS=30 $(BIN)/pytest tests/test_data_path_model.py -s -p no:logging
 
 migrate: $(STAMP)
 	$(BIN)/smartplex-sync migrate

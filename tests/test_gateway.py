@@ -263,6 +263,7 @@ def test_status_has_the_seed_guides_shape_and_no_payloads(gateway: str) -> None:
         "received_at",
         "processed",
         "action",
+        "flow_run_id",
         "flow_run_ids",
         "error_message",
         "user_id",

@@ -253,10 +253,10 @@ def kill_and_wait_for_restart(stack: RunningStack, name: str, timeout: float = 1
     )
 
 
-def deliver(stack: RunningStack, rating_key: str) -> int:
+def deliver(stack: RunningStack, rating_key: str) -> str:
     """A Tautulli Playback Stop, retried while the gateway is still coming up; its webhook_log id."""
 
-    def post() -> int | None:
+    def post() -> str | None:
         answer = httpx.post(
             f"{stack.gateway_url}/api/webhooks/tautulli",
             json={"event": "playback.stop", "rating_key": rating_key, "user": "supervisor-test"},
@@ -268,7 +268,7 @@ def deliver(stack: RunningStack, rating_key: str) -> int:
     return wait_for(post, 90, "delivery answered 202")
 
 
-def dispatched_run(stack: RunningStack, webhook_id: int, timeout: float = 180) -> str:
+def dispatched_run(stack: RunningStack, webhook_id: str, timeout: float = 180) -> str:
     def run_id() -> str | None:
         status = httpx.get(f"{stack.gateway_url}/api/webhooks/status?limit=100", timeout=10).json()
         row = next(r for r in status["recent_webhooks"] if r["id"] == webhook_id)
@@ -300,7 +300,7 @@ def test_a_killed_gateway_is_restarted_and_serves_again(stack: RunningStack) -> 
     assert "gateway (pid" in stack.log() and "restarted gateway" in stack.log()
 
 
-def runs_of(stack: RunningStack, webhook_id: int) -> list[str]:
+def runs_of(stack: RunningStack, webhook_id: str) -> list[str]:
     summary = httpx.get(f"{stack.gateway_url}/api/webhooks/status?limit=100", timeout=10).json()
     return next(r for r in summary["recent_webhooks"] if r["id"] == webhook_id)["flow_run_ids"]
 
@@ -368,10 +368,10 @@ def burst(
     markers: list[str],
     pause: float = 0.05,
     kill_after: tuple[int, int] | None = None,
-) -> dict[str, tuple[int, int | None]]:
+) -> dict[str, tuple[int, str | None]]:
     """POST one delivery per marker from SENDERS threads; marker → (status, webhook id); status 0: no answer.
     `kill_after` (n, pid): SIGKILL pid as soon as n deliveries were answered 2xx, in the middle of the burst."""
-    outcomes: dict[str, tuple[int, int | None]] = {}
+    outcomes: dict[str, tuple[int, str | None]] = {}
     lock = threading.Lock()
 
     def count(status: int) -> None:
@@ -414,9 +414,9 @@ def stack_engine(stack: RunningStack) -> Engine:
     return make_engine(f"sqlite:///{stack.data_dir / 'smartplex.db'}")
 
 
-def recorded(engine: Engine, markers: set[str]) -> dict[str, list[tuple[int, str]]]:
+def recorded(engine: Engine, markers: set[str]) -> dict[str, list[tuple[uuid.UUID, str]]]:
     """marker → [(webhook id, action)] of every webhook_log row that carries it."""
-    found: dict[str, list[tuple[int, str]]] = {}
+    found: dict[str, list[tuple[uuid.UUID, str]]] = {}
     with engine.connect() as conn:
         rows = conn.execute(
             select(webhook_log.c.id, webhook_log.c.action, webhook_log.c.payload).where(
@@ -430,7 +430,9 @@ def recorded(engine: Engine, markers: set[str]) -> dict[str, list[tuple[int, str
     return found
 
 
-def served(engine: Engine, webhook_ids: list[int]) -> dict[int, list[tuple[str, str | None, str | None]]]:
+def served(
+    engine: Engine, webhook_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[tuple[str, str | None, str | None]]]:
     """webhook id → [(batch id, flow run id, state)] of every batch that took one of its requests."""
     with engine.connect() as conn:
         rows = conn.execute(
@@ -447,21 +449,21 @@ def served(engine: Engine, webhook_ids: list[int]) -> dict[int, list[tuple[str, 
             )
             .where(webhook_requests.c.webhook_id.in_(webhook_ids))
         )
-        result: dict[int, list[tuple[str, str | None, str | None]]] = {i: [] for i in webhook_ids}
+        result: dict[uuid.UUID, list[tuple[str, str | None, str | None]]] = {i: [] for i in webhook_ids}
         for webhook_id, batch_id, run_id, state in rows:
             result[webhook_id].append((batch_id, run_id, state))
     return result
 
 
 def all_completed_once(
-    engine: Engine, webhook_ids: list[int]
-) -> dict[int, list[tuple[str, str | None, str | None]]] | None:
+    engine: Engine, webhook_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[tuple[str, str | None, str | None]]] | None:
     batches = served(engine, webhook_ids)
     return batches if all(len(b) == 1 and b[0][2] == "COMPLETED" for b in batches.values()) else None
 
 
 def assert_each_acknowledged_delivery_served_once(
-    stack: RunningStack, outcomes: dict[str, tuple[int, int | None]], in_flight: int = 0
+    stack: RunningStack, outcomes: dict[str, tuple[int, str | None]], in_flight: int = 0
 ) -> dict[str, int]:
     """Every 2xx delivery recorded once, under the id it was answered with, and served by exactly one
     completed run; nothing refused recorded as accepted; at most `in_flight` unanswered ones recorded (a
@@ -471,11 +473,13 @@ def assert_each_acknowledged_delivery_served_once(
         acked = {m: row for m, (status, row) in outcomes.items() if 200 <= status < 300}
         found = recorded(engine, set(outcomes))
         for marker, row in acked.items():
-            assert found.get(marker) == [(row, "tautulli-sync")], (marker, found.get(marker))
+            assert found.get(marker) == [(uuid.UUID(row), "tautulli-sync")], (marker, found.get(marker))
         unanswered = [m for m in found if m not in acked]
         assert all(outcomes[m][0] == 0 for m in unanswered), "a refused delivery was recorded as accepted"
         assert len(unanswered) <= in_flight, unanswered
-        ids = [row for row in acked.values() if row is not None] + [found[m][0][0] for m in unanswered]
+        ids = [uuid.UUID(row) for row in acked.values() if row is not None] + [
+            found[m][0][0] for m in unanswered
+        ]
         batches = wait_for(
             lambda: all_completed_once(engine, ids),
             420,

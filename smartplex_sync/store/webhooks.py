@@ -137,7 +137,7 @@ def summary(engine: Engine, *, recent: int = 20) -> dict[str, Any]:
         "total_webhooks": sum(count for _, count, _ in per_source),
         "pending_dispatch": sum(int(pending or 0) for _, _, pending in per_source),
         "by_source": {source: count for source, count, _ in per_source},
-        "recent_webhooks": [{**row._asdict(), "flow_run_ids": runs.get(row.id, [])} for row in rows],
+        "recent_webhooks": [_listed(row, runs.get(row.id, [])) for row in rows],
     }
 
 
@@ -150,7 +150,7 @@ def find(
     limit: int | None = 50,
     oldest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Deliveries without their payloads, newest first (or oldest first), each with its `flow_run_ids`.
+    """Deliveries without their payloads, newest first (or oldest first), each with its `flow_run_id` (its first run) and `flow_run_ids`.
 
     `failed`: rejected (a 4xx answer) or carrying an error (dispatch retrying, or a flow run failed).
     """
@@ -165,7 +165,12 @@ def find(
     with engine.connect() as conn:
         rows = conn.execute(query).all()
         runs = queue.runs_of(conn, [row.id for row in rows])
-    return [{**row._asdict(), "flow_run_ids": runs.get(row.id, [])} for row in rows]
+    return [_listed(row, runs.get(row.id, [])) for row in rows]
+
+
+def _listed(row: Any, runs: list[str]) -> dict[str, Any]:
+    """A delivery as listed: its columns, its first run (`flow_run_id`) and every run that served it."""
+    return {**row._asdict(), "flow_run_id": runs[0] if runs else None, "flow_run_ids": runs}
 
 
 def flow_runs_of(engine: Engine, delivery_id: uuid.UUID) -> list[str]:
