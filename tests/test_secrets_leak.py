@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from simulators._arr import send_arr_webhook
 from simulators.demo import DemoWorld, history_item
 from simulators.plex_library import MOVIE, SHOW
 from smartplex_sync.settings import get_settings
-from smartplex_sync.store import get_engine, make_engine, queue
+from smartplex_sync.store import accounts, get_engine, make_engine, queue
 from smartplex_sync.store.tables import metadata, webhook_log
 from tests.support.prefect_stack import PrefectStack, start_worker
 from tests.test_end_to_end import dispatched_row, finished_runs, served_by, wait_for
@@ -44,7 +45,10 @@ OUR_TOKENS = {
     "SMARTPLEX_ADMIN_TOKEN": "admindoor-Qn24-Wv63",
 }
 SERVICE_KEYS = [demo.PLEX_TOKEN, demo.TAUTULLI_KEY, demo.SONARR_KEY, demo.RADARR_KEY, demo.OVERSEERR_KEY]
-SECRETS = [*OUR_TOKENS.values(), *SERVICE_KEYS]
+USER_SECRETS = [demo.ALICE_SECRET, demo.BOB_SECRET]  # users.webhook_secret: the demo driver's tokens
+SECRETS = [*OUR_TOKENS.values(), *SERVICE_KEYS, *USER_SECRETS]
+# Where SmartPlex itself keeps credentials (its settings pages write them): the one place they belong.
+CREDENTIAL_COLUMNS = {("servers", "plex_token"), ("integrations", "api_key"), ("users", "webhook_secret")}
 ADMIN = {"Authorization": f"Bearer {OUR_TOKENS['SMARTPLEX_ADMIN_TOKEN']}"}
 
 
@@ -196,11 +200,16 @@ def prefect_state(api_url: str) -> str:
 
 
 def database_dump(database_url: str) -> str:
+    """Every row of every table, but SmartPlex's own credential columns."""
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
             return "\n".join(
-                repr(row) for table in metadata.sorted_tables for row in conn.execute(select(table)).all()
+                repr(row)
+                for table in metadata.sorted_tables
+                for row in conn.execute(
+                    select(*(c for c in table.columns if (table.name, c.name) not in CREDENTIAL_COLUMNS))
+                ).all()
             )
     finally:
         engine.dispose()
@@ -250,28 +259,35 @@ def test_no_secret_reaches_a_log_a_row_an_output_or_prefect(
     get_settings.cache_clear()
     get_engine.cache_clear()
     runner = CliRunner()
+    with engine.connect() as conn:  # the settings' server (the driver's Bob is served only while it runs)
+        owner = accounts.user_id_by_email(conn, get_settings().owner_email)
+    assert owner is not None
+    our_server = str(accounts.env_server_id(owner))
     try:
         for service in (
             "radarr",
             "overseerr",
         ):  # full syncs: the flows call Radarr and Overseerr with their keys
-            started = runner.invoke(cli_app, ["sync", service])
+            started = runner.invoke(cli_app, ["sync", service, "--server", our_server])
             assert started.exit_code == 0, started.output
             outputs[f"cli sync {service}"] = started.output
             run_ids.add(started.output.split("flow run ")[1].split()[0])
         by_cli = runner.invoke(cli_app, ["webhooks", "replay", str(answers["plex"].json()["id"])])
         assert by_cli.exit_code == 0, by_cli.output
         outputs["cli replay"] = by_cli.output
+        # The driver posts as Alice (no server of hers here: a 422) and, 20 s in, as Bob (his rows it wrote).
         wait_for(
-            lambda: "library.new" in demo_log.read_text() or driver.poll() is not None, 60, "the demo driver"
+            lambda: "Bob's Plex: library.new" in demo_log.read_text() or driver.poll() is not None,
+            120,
+            "the demo driver's delivery for Bob",
         )
         stop(driver)
-        assert "→ gateway 202" in demo_log.read_text()
+        assert re.search(r"Bob's Plex: library\.new .* → gateway 202", demo_log.read_text())
 
         # Everything the test asked for dispatched and run to the end (and nothing left open for the next
         # module): the CLI's replay too, which the running gateway picked up from the database.
         wait_for(lambda: settled(engine), 600, "every request dispatched and every run finished")
-        replayed = dispatched_row(engine, int(by_cli.output.split("→ webhook ")[1].split(":")[0]))
+        replayed = dispatched_row(engine, by_cli.output.split("→ webhook ")[1].split(":")[0])
         run_ids.update(served_by(engine, replayed["id"]))
         for deployment, run in finished_runs(sorted(run_ids)).values():
             assert run.state.is_completed(), (deployment, run.state.message)
