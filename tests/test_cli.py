@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.context import refresh_global_settings_context
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine
 from typer.testing import CliRunner
@@ -229,6 +230,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     yield
     get_settings.cache_clear()
     get_engine.cache_clear()
+    monkeypatch.undo()  # the CLI pointed Prefect's settings at its own PREFECT_API_URL: read them again
+    refresh_global_settings_context()
 
 
 def doctor() -> list[str]:

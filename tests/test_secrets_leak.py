@@ -281,12 +281,13 @@ def test_no_secret_reaches_a_log_a_row_an_output_or_prefect(
             120,
             "the demo driver's delivery for Bob",
         )
-        stop(driver)
         assert re.search(r"Bob's Plex: library\.new .* → gateway 202", demo_log.read_text())
 
         # Everything the test asked for dispatched and run to the end (and nothing left open for the next
-        # module): the CLI's replay too, which the running gateway picked up from the database.
+        # module): the CLI's replay too, which the running gateway picked up from the database. The driver
+        # serves Bob's Plex until then: his deliveries may share a run with ours.
         wait_for(lambda: settled(engine), 600, "every request dispatched and every run finished")
+        stop(driver)
         replayed = dispatched_row(engine, by_cli.output.split("→ webhook ")[1].split(":")[0])
         run_ids.update(served_by(engine, replayed["id"]))
         for deployment, run in finished_runs(sorted(run_ids)).values():

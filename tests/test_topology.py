@@ -50,7 +50,7 @@ from simulators.demo import DemoWorld, history_item, service_env
 from simulators.plex import TINY_JPEG, library_new_payload
 from simulators.plex_library import MOVIE, SHOW
 from smartplex_sync.settings import Settings
-from smartplex_sync.store import make_engine
+from smartplex_sync.store import make_engine, queue
 from smartplex_sync.store.tables import (
     batch_requests,
     dispatch_batches,
@@ -96,7 +96,7 @@ class Delivery:
     send: Send
     gateway: int | None = None
     status: int | None = None  # None: no answer (the gateway died, or the sender gave up)
-    row_id: int | None = None
+    row_id: str | None = None
 
 
 @dataclass
@@ -420,8 +420,9 @@ def check(engine: Engine, runs: dict[str, FlowRun], sent: list[Delivery], sender
         requests = conn.execute(select(webhook_requests)).mappings().all()
         batches = {b["id"]: b for b in conn.execute(select(dispatch_batches)).mappings()}
         links = conn.execute(select(batch_requests)).mappings().all()
-        stored_keys = set(conn.execute(select(media_items.c.rating_key)).scalars())
+        stored_keys = set(conn.execute(select(media_items.c.plex_id)).scalars())
         stored_plays = set(conn.execute(select(watch_history.c.tautulli_row_id)).scalars())
+        served = queue.runs_of(conn, [row["id"] for row in rows])
 
     by_marker: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
@@ -431,7 +432,7 @@ def check(engine: Engine, runs: dict[str, FlowRun], sent: list[Delivery], sender
     answered_otherwise = [d for d in sent if d.status is not None and not 200 <= d.status < 300]
     unanswered = [d for d in sent if d.status is None]
     for delivery in accepted:  # recorded once, as what the answer said
-        assert [r["id"] for r in by_marker[delivery.marker]] == [delivery.row_id], delivery
+        assert [str(r["id"]) for r in by_marker[delivery.marker]] == [delivery.row_id], delivery
         assert by_marker[delivery.marker][0]["http_status"] == delivery.status
     for delivery in answered_otherwise:  # nothing refused counts as accepted
         assert all(not 200 <= r["http_status"] < 300 for r in by_marker[delivery.marker]), delivery
@@ -443,7 +444,7 @@ def check(engine: Engine, runs: dict[str, FlowRun], sent: list[Delivery], sender
     )
     assert len(accepted) > len(sent) * 0.8, Counter(d.status for d in sent)
     recorded = {r["id"] for rs in by_marker.values() for r in rs if 200 <= r["http_status"] < 300}
-    assert all(r["processed"] and r["flow_run_id"] for r in rows if r["id"] in recorded)
+    assert all(r["processed"] and served.get(r["id"]) for r in rows if r["id"] in recorded)
 
     # Every request in exactly one completed batch; any other batch that took it crashed, and came before.
     assert {r["webhook_id"] for r in requests} == recorded
