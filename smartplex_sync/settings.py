@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     run_poll_seconds: float = Field(
         1.0, gt=0, description="How often the dispatcher asks Prefect about the runs it is waiting for."
     )
+    prefect_call_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How long the dispatcher waits for one call to Prefect (its retries included) before "
+        "it backs off and tries again.",
+    )
     plex_scan_grace_seconds: int = Field(
         120,
         ge=0,

@@ -13,15 +13,17 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.states import Completed, Crashed, Failed, Running
 from sqlalchemy import Engine, select, update
 
 from deployments.processes import free_port
+from smartplex_sync.errors import PermanentServiceError, TransientServiceError
 from smartplex_sync.models import ArrItem, Deployment
 from smartplex_sync.requests import (
     PlexLibrarySync,
@@ -36,7 +38,7 @@ from smartplex_sync.settings import Settings
 from smartplex_sync.store import queue, webhooks
 from smartplex_sync.store.tables import dispatch_batches, webhook_log
 from tests.support.factories import owner_and_server
-from webhook_gateway.dispatch import Dispatcher, backoff, idempotency_key
+from webhook_gateway.dispatch import Dispatcher, backoff, idempotency_key, prefect_error
 
 NO_WAIT = {
     f"{service}_{knob}": 0
@@ -50,10 +52,31 @@ def settings(**overrides: Any) -> Settings:
 
 
 def test_backoff_grows_is_capped_and_jittered_by_up_to_half() -> None:
-    assert [backoff(n, jitter=0).total_seconds() for n in (1, 2, 3, 10, 30)] == [1, 2, 4, 60, 60]
-    assert [backoff(n, jitter=1).total_seconds() for n in (1, 2, 3, 10)] == [0.5, 1, 2, 30]
+    assert [backoff(n, jitter=0).total_seconds() for n in (1, 2, 3, 4, 10, 30)] == [1, 2, 4, 8, 8, 8]
+    assert [backoff(n, jitter=1).total_seconds() for n in (1, 2, 3, 10)] == [0.5, 1, 2, 4]
     drawn = {backoff(4).total_seconds() for _ in range(50)}
     assert len(drawn) > 1 and all(4 <= d <= 8 for d in drawn)
+
+
+def answer(status: int, body: Any) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "http://prefect/api/deployments/x/create_flow_run")
+    response = httpx.Response(status, json=body, request=request)
+    return httpx.HTTPStatusError(f"{status}", request=request, response=response)
+
+
+def test_prefect_errors_are_transient_permanent_or_ours() -> None:
+    refused = prefect_error(
+        answer(409, {"detail": "Error creating flow run: 'request' is a required property"})
+    )
+    assert isinstance(refused, PermanentServiceError)
+    assert str(refused) == "prefect: HTTP 409: Error creating flow run: 'request' is a required property"
+    assert isinstance(prefect_error(answer(422, {"detail": []})), PermanentServiceError)
+    for status in (404, 408, 429, 500, 503):
+        assert isinstance(prefect_error(answer(status, {})), TransientServiceError), status
+    assert isinstance(prefect_error(httpx.ConnectError("refused")), TransientServiceError)
+    assert isinstance(prefect_error(httpx.ReadTimeout("slow")), TransientServiceError)
+    assert isinstance(prefect_error(TimeoutError()), TransientServiceError)  # our bound on a call
+    assert prefect_error(TypeError("a bug of ours")) is None
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +303,43 @@ async def test_prefect_down_keeps_deliveries_pending_then_creates_each_run_once(
     await up.dispatch_due()
     assert [r["flow_run_id"] for r in rows(engine)] == [str(run.id)]
     assert len(await runs_of(prefect, engine)) == 1
+
+
+@pytest.mark.anyio
+async def test_a_run_prefect_refuses_closes_its_batch_as_failed_and_frees_the_deployment(
+    engine: Engine, prefect: PrefectClient
+) -> None:
+    deployment = await prefect.read_deployment_by_name(Deployment.TAUTULLI_SYNC.full_name)
+    refusing = {"type": "object", "properties": {"request": {"type": "string"}}, "required": ["request"]}
+    await prefect.update_deployment(
+        deployment.id, DeploymentUpdate(enforce_parameter_schema=True, parameter_openapi_schema=refusing)
+    )
+    dispatcher = Dispatcher(engine, settings())
+    try:
+        record(engine, "tautulli", "stop", SyncRequest(TautulliScope(rating_keys=["1"])))
+        assert (await dispatcher.dispatch_due()).created == 0
+    finally:
+        await prefect.update_deployment(
+            deployment.id,
+            DeploymentUpdate(
+                enforce_parameter_schema=deployment.enforce_parameter_schema,
+                parameter_openapi_schema=deployment.parameter_openapi_schema,
+            ),
+        )
+    [refused] = rows(engine)
+    assert refused["processed"] and refused["flow_run_id"] is None
+    assert refused["error_message"].startswith("run not created: prefect: HTTP 409: Error creating flow run")
+    assert not queue.open_batches(engine)  # closed as failed: the deployment is free
+    with engine.connect() as conn:
+        [(state, message)] = conn.execute(select(dispatch_batches.c.state, dispatch_batches.c.error_message))
+    assert state == "FAILED" and "HTTP 409" in message
+    assert [r["id"] for r in webhooks.find(engine, failed=True)] == [refused["id"]]
+
+    # The next delivery for that deployment gets its run at once.
+    record(engine, "tautulli", "stop", SyncRequest(TautulliScope(rating_keys=["2"])))
+    assert (await dispatcher.dispatch_due()).created == 1
+    later = rows(engine)[-1]
+    assert later["processed"] and later["flow_run_id"] and later["error_message"] is None
 
 
 @pytest.mark.anyio

@@ -4,6 +4,7 @@ requests scoped to those servers)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import string
 import uuid
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
+from deployments.processes import free_port
 from simulators.serving import serve_in_thread
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import queue
@@ -559,3 +561,26 @@ def test_an_unattributed_delivery_replayed_once_its_server_is_in_smartplex_syncs
     row = logged(engine, replayed.json()["id"])
     assert (row["user_id"], row["server_id"]) == (alice, new_server)
     assert queued_servers(engine, replayed.json()["id"]) == [("plex-library-sync", [str(new_server)])]
+
+
+def test_healthz_reports_each_background_loop_and_a_stopped_one_is_a_503(database_url: str) -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}/api"  # the loops keep running while Prefect is away
+    app = create_app(gateway_settings(database_url, prefect_api_url=unreachable))
+    with TestClient(app) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 200, health.text
+        assert health.json()["loops"] == {"dispatcher": "running", "schedule-mirror": "running"}
+        [mirror] = [task for task in app.state.gateway.tasks if task.get_name() == "schedule-mirror"]
+        client.portal.call(mirror.cancel)
+        for _ in range(50):  # bounded: the cancellation lands on the loop's next await
+            health = client.get("/healthz")
+            if health.status_code != 200:
+                break
+            client.portal.call(asyncio.sleep, 0.1)
+        assert health.status_code == 503
+        assert health.json()["status"] == "degraded"
+        assert health.json()["loops"] == {"dispatcher": "running", "schedule-mirror": "stopped"}
+    assert create_app(gateway_settings(database_url), background=False).state.gateway.loops() == {
+        "dispatcher": "disabled",
+        "schedule-mirror": "disabled",
+    }

@@ -542,16 +542,36 @@ def test_a_prefect_server_frozen_for_60_s_during_a_burst_delays_dispatch_and_los
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
     resumed = time.monotonic()
+    acknowledged = [uuid.UUID(row) for status, row in outcomes.values() if row is not None]
+    wait_for(lambda: all_dispatched(stack, acknowledged), 300, "every delivery dispatched", every=0.2)
+    dispatched = time.monotonic() - resumed
     counts = assert_each_acknowledged_delivery_served_once(stack, outcomes)
     caught_up = time.monotonic() - resumed
     log = (stack.data_dir / "logs" / "gateway.log").read_text(errors="replace")[log_before:]
     # A frozen server accepts connections and never answers: each call waits out Prefect's request timeout,
     # then the pass backs off. Either way the dispatcher did not retry once per delivery.
     failures = re.findall(r"dispatch pass failed|run not created", log)
-    assert len(failures) <= 20, log[-3000:]
+    assert len(failures) <= 40, log[-3000:]
+    # Calls to Prefect are bounded and the backoff is capped (8 s): dispatch resumes within seconds of
+    # Prefect answering again, not after its 60 s request timeout and retries (85 s before). Loose here
+    # (a shared machine); the figure is printed.
+    assert dispatched < 45, dispatched
     print(
-        f"Prefect frozen 60 s: {counts}; {len(failures)} failed passes/creations; caught up {caught_up:.0f} s after"
+        f"Prefect frozen 60 s: {counts}; {len(failures)} failed passes/creations; every delivery dispatched "
+        f"{dispatched:.1f} s after it came back, every run done {caught_up:.0f} s after"
     )
+
+
+def all_dispatched(stack: RunningStack, webhook_ids: list[uuid.UUID]) -> bool:
+    engine = stack_engine(stack)
+    try:
+        with engine.connect() as conn:
+            processed = conn.execute(
+                select(webhook_log.c.processed).where(webhook_log.c.id.in_(webhook_ids))
+            ).scalars()
+            return all(processed)
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.timeout(600)

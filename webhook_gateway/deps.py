@@ -30,10 +30,20 @@ class Gateway:
         if self.dispatcher is not None:
             self.dispatcher.notify()
 
-    def dispatcher_state(self) -> str:
+    def loops(self) -> dict[str, str]:
+        """Each background loop (the dispatcher, the schedule mirror): running, or stopped and why."""
         if self.dispatcher is None:
-            return "disabled"
-        return "running" if self.tasks and not self.tasks[0].done() else "stopped"
+            return {"dispatcher": "disabled", "schedule-mirror": "disabled"}
+        return {task.get_name(): _task_state(task) for task in self.tasks}
+
+
+def _task_state(task: asyncio.Task[None]) -> str:
+    if not task.done():
+        return "running"
+    if task.cancelled():
+        return "stopped"
+    error = task.exception()
+    return f"stopped: {type(error).__name__}: {error}" if error else "stopped"
 
 
 def get_gateway(request: Request) -> Gateway:

@@ -9,11 +9,18 @@ The dispatcher runs in the gateway's event loop. Each pass:
 3. plans new batches from the waiting requests (`batching`) and claims them (`store.queue.claim`).
 It wakes when a delivery is recorded, when a coalescing window closes, every SMARTPLEX_RUN_POLL_SECONDS
 while runs are open, and every SMARTPLEX_DISPATCH_POLL_SECONDS anyway (work left by another replica).
-Prefect being slow or down never touches the request path: a batch whose run cannot be created waits
-with an exponential backoff, and its deliveries stay `processed = false` until the run exists. A pass
-that fails as a whole (Prefect or the database unreachable) is tried again after a backoff too, during
-which deliveries do not wake the loop. Both backoffs are jittered, so replicas that lost Prefect at the
-same moment do not come back in step.
+Prefect being slow or down never touches the request path. Every call to Prefect is bounded
+(SMARTPLEX_PREFECT_CALL_SECONDS), and its errors are mapped into `smartplex_sync.errors` here
+(`prefect_error`):
+- transient (no answer, unreachable, 5xx/408/429, a deployment not found: not deployed yet or deleted):
+  the batch waits with an exponential backoff and its deliveries stay `processed = false`, with the
+  reason, until the run exists;
+- permanent (Prefect refused the run: its parameters, 4xx) or not Prefect's error at all (a bug of ours):
+  the batch closes as failed, which frees its deployment, and its deliveries carry the reason
+  (`webhooks ls --failed`; `webhooks replay` sends one again).
+A pass that fails as a whole (Prefect or the database unreachable) is tried again after a backoff too,
+during which deliveries do not wake the loop. Both backoffs are jittered, so replicas that lost Prefect
+at the same moment do not come back in step, and capped at MAX_BACKOFF_SECONDS.
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ import logging
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 from uuid import UUID
 
+import httpx
 from anyio import to_thread
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import ArtifactCreate
@@ -37,7 +46,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
+from smartplex_sync.errors import PermanentServiceError, ServiceError, TransientServiceError
 from smartplex_sync.models import Deployment
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import queue
@@ -47,8 +58,9 @@ from smartplex_sync.store.queue import Batch, QueuedRequest
 from webhook_gateway.batching import NewBatch, Plan, Window, plan_buckets, plan_merged
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-MAX_BACKOFF_SECONDS = 60  # also how late, at worst, dispatch catches up after an outage
+MAX_BACKOFF_SECONDS = 8  # also how late, at worst, dispatch catches up once Prefect answers again
 MIN_PASS_SECONDS = 0.2  # a burst of deliveries wakes the loop once per this, not once per delivery
 FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 
@@ -101,8 +113,16 @@ class Dispatcher:
             except Exception as exc:  # the loop outlives any one failure (database locked, Prefect down)
                 failures += 1
                 delay = backoff(failures).total_seconds()
-                log.warning("dispatch pass failed (%s); trying again in %.1fs", _describe(exc), delay)
-                log.debug("dispatch pass failure", exc_info=True)
+                expected = isinstance(prefect_error(exc), TransientServiceError) or isinstance(
+                    exc, DBAPIError
+                )
+                log.log(
+                    logging.WARNING if expected else logging.ERROR,
+                    "dispatch pass failed (%s); trying again in %.1fs",
+                    _describe(exc),
+                    delay,
+                    exc_info=not expected,  # a bug of ours: its traceback
+                )
                 await asyncio.sleep(delay)  # deliveries recorded meanwhile are picked up then
                 self._wake.clear()
                 continue
@@ -180,8 +200,8 @@ class Dispatcher:
         ids = [UUID(b.flow_run_id) for b in batches if b.flow_run_id]
         runs = {
             str(run.id): run
-            for run in await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
+            for run in await self._bounded(
+                client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
             )
         }
         finished = set()
@@ -212,36 +232,58 @@ class Dispatcher:
     async def _create_run(
         self, client: PrefectClient, batch: Batch, requests: tuple[QueuedRequest, ...] = ()
     ) -> int:
-        """Ask Prefect for the batch's run; 1 if it now exists, 0 if it must be tried again later."""
+        """Ask Prefect for the batch's run; 1 if it now exists, 0 if it must be tried again later or
+        Prefect refused it for good (the batch is then closed as failed)."""
         try:
-            run = await client.create_flow_run_from_deployment(
-                await self._deployment_id(client, batch.deployment),
-                parameters={"request": batch.parameters, "trigger": "webhook"},
-                name=batch.name,
-                tags=batch.tags,
-                idempotency_key=idempotency_key(batch.id),
+            run = await self._bounded(
+                client.create_flow_run_from_deployment(
+                    await self._deployment_id(client, batch.deployment),
+                    parameters={"request": batch.parameters, "trigger": "webhook"},
+                    name=batch.name,
+                    tags=batch.tags,
+                    idempotency_key=idempotency_key(batch.id),
+                )
             )
         except Exception as exc:
-            self._deployment_ids.clear()  # a redeployed deployment has a new id
-            retry_at = utcnow() + backoff(batch.attempts + 1)
-            message = _describe(exc)
-            attempts = await to_thread.run_sync(
-                queue.creation_failed, self.engine, batch.id, message, retry_at
-            )
-            log.warning(
-                "batch %s (%s): run not created (attempt %d: %s); retrying at %s",
-                batch.id,
-                batch.name,
-                attempts,
-                message,
-                retry_at.isoformat(timespec="seconds"),
-            )
+            error = prefect_error(exc)
+            if isinstance(error, TransientServiceError):
+                await self._creation_failed(batch, str(error))
+            else:
+                await self._refused(batch, exc, error)
             return 0
         await to_thread.run_sync(queue.run_created, self.engine, batch.id, str(run.id))
         log.info("%s → flow run %s (%s)", batch.name, run.id, batch.deployment.value)
         if requests:  # a batch created on an earlier pass already has its artifact, or never will
             await self._publish_deliveries(client, run.id, batch, requests)
         return 1
+
+    async def _creation_failed(self, batch: Batch, message: str) -> None:
+        self._deployment_ids.clear()  # a redeployed deployment has a new id
+        retry_at = utcnow() + backoff(batch.attempts + 1)
+        attempts = await to_thread.run_sync(queue.creation_failed, self.engine, batch.id, message, retry_at)
+        log.warning(
+            "batch %s (%s): run not created (attempt %d: %s); retrying at %s",
+            batch.id,
+            batch.name,
+            attempts,
+            message,
+            retry_at.isoformat(timespec="seconds"),
+        )
+
+    async def _refused(self, batch: Batch, exc: Exception, error: ServiceError | None) -> None:
+        message = str(error) if error is not None else f"internal error: {_describe(exc)}"
+        await to_thread.run_sync(queue.refused, self.engine, batch.id, message)
+        log.error(
+            "batch %s (%s): run refused, batch closed as failed: %s",
+            batch.id,
+            batch.name,
+            message,
+            exc_info=error is None,  # a bug of ours: its traceback
+        )
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """One call to Prefect, Prefect's own retries included, cut off after SMARTPLEX_PREFECT_CALL_SECONDS."""
+        return await asyncio.wait_for(call, self.settings.prefect_call_seconds)
 
     async def _publish_deliveries(
         self, client: PrefectClient, run_id: UUID, batch: Batch, requests: tuple[QueuedRequest, ...]
@@ -264,17 +306,17 @@ class Dispatcher:
             flow_run_id=run_id,
         )
         try:
-            await client.create_artifact(artifact)
+            await self._bounded(client.create_artifact(artifact))
         except Exception as exc:
             log.warning("batch %s: deliveries artifact not created: %s", batch.id, _describe(exc))
 
     async def _deployment_id(self, client: PrefectClient, deployment: Deployment) -> UUID:
         if deployment not in self._deployment_ids:
             try:
-                found = await client.read_deployment_by_name(deployment.full_name)
+                found = await self._bounded(client.read_deployment_by_name(deployment.full_name))
             except ObjectNotFound as exc:
-                raise LookupError(
-                    f"deployment {deployment.full_name} not found in Prefect: run `prefect deploy --all`"
+                raise TransientServiceError(
+                    "prefect", f"deployment {deployment.full_name} not found: run `prefect deploy --all`", 404
                 ) from exc
             self._deployment_ids[deployment] = found.id
         return self._deployment_ids[deployment]
@@ -299,6 +341,35 @@ def _outcome(run: FlowRun) -> tuple[str, str | None, bool]:
         return state_type.value, None, False
     message = (run.state.message if run.state else None) or state_type.value.lower()
     return state_type.value, message, state_type is StateType.CRASHED
+
+
+def prefect_error(exc: BaseException) -> ServiceError | None:
+    """A failed call to Prefect in our error tree: transient (try again later) or permanent (Prefect refused
+    it for good). None when it is not Prefect's error but ours."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return TransientServiceError("prefect", "no answer in time (SMARTPLEX_PREFECT_CALL_SECONDS)")
+    if isinstance(exc, httpx.TransportError):
+        return TransientServiceError("prefect", f"cannot reach it: {_describe(exc)}")
+    if isinstance(exc, ObjectNotFound):  # the deployment id we hold is gone: redeployed, or deleted
+        return TransientServiceError("prefect", "deployment not found: run `prefect deploy --all`", 404)
+    if isinstance(exc, httpx.HTTPStatusError):
+        code = exc.response.status_code
+        message = f"HTTP {code}: {_detail(exc.response)}"
+        if code in (404, 408, 429) or code >= 500:
+            return TransientServiceError("prefect", message, code)
+        return PermanentServiceError("prefect", message, code)
+    return None
+
+
+def _detail(response: httpx.Response) -> str:
+    """What Prefect said: its JSON `detail`, else the start of the body."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail or response.text or response.reason_phrase)[:400]
 
 
 def _describe(exc: BaseException) -> str:

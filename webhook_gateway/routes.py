@@ -371,16 +371,23 @@ async def sync_status(gateway: GatewayDep, _: Admin) -> dict[str, Any]:
     }
 
 
-@router.get("/healthz", tags=["status"], summary="Liveness and whether a delivery could be recorded now")
+@router.get(
+    "/healthz", tags=["status"], summary="Liveness, and whether deliveries are recorded and dispatched"
+)
 async def healthz(gateway: GatewayDep) -> JSONResponse:
-    """200 when a delivery could be written now; 503 with the reason when the database is unreachable or
-    its write lock is held (SQLite), the same cases in which deliveries are answered 503."""
+    """200 when a delivery could be written now and every background loop runs. 503 with the reason when
+    the database is unreachable or its write lock is held (SQLite), the same cases in which deliveries are
+    answered 503; or when a loop (`dispatcher`, `schedule-mirror`) has stopped, which a restart mends."""
+    loops = gateway.loops()
+    stopped = {name: state for name, state in loops.items() if state.startswith("stopped")}
     try:
         await run_in_threadpool(check_writable, gateway.engine)
     except Exception as exc:
         return JSONResponse(
-            {"status": "unavailable", "database": _describe(exc), "dispatcher": gateway.dispatcher_state()},
+            {"status": "unavailable", "database": _describe(exc), "loops": loops},
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    return JSONResponse({"status": "ok", "database": "ok", "dispatcher": gateway.dispatcher_state()})
+    if stopped:
+        return JSONResponse({"status": "degraded", "database": "ok", "loops": loops}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok", "loops": loops})

@@ -30,6 +30,7 @@ MAX_DISPATCHES = 3
 """A request whose run crashed this many times stays with its last batch (its delivery shows the error)."""
 
 _DISPATCH_ERROR = "dispatch attempt"  # the prefix of error_message while a run cannot be created
+_REFUSED = "run not created:"  # the prefix of error_message when Prefect refused the run for good
 
 
 @dataclass(frozen=True)
@@ -205,37 +206,62 @@ def _webhooks_of(batch_id: str) -> Any:
     return select(webhook_requests.c.webhook_id).where(webhook_requests.c.batch_id == batch_id)
 
 
-def run_created(engine: Engine, batch_id: str, flow_run_id: str) -> None:
-    """Prefect has the batch's run: link it, and mark the deliveries whose every request has a run."""
-    now = utcnow()
-    unserved = (
+def _mark_processed(conn: Connection, batch_id: str, now: datetime) -> None:
+    """Mark the batch's deliveries whose every request is done: in a batch that has its run, or that was
+    closed without one (`refused`). A dispatch attempt's error goes; any other stays."""
+    undone = (
         select(webhook_requests.c.id)
         .outerjoin(dispatch_batches, dispatch_batches.c.id == webhook_requests.c.batch_id)
         .where(
             webhook_requests.c.webhook_id == webhook_log.c.id,
-            or_(webhook_requests.c.batch_id.is_(None), dispatch_batches.c.flow_run_id.is_(None)),
+            or_(
+                webhook_requests.c.batch_id.is_(None),
+                and_(dispatch_batches.c.flow_run_id.is_(None), dispatch_batches.c.finished_at.is_(None)),
+            ),
         )
         .exists()
     )
+    conn.execute(
+        update(webhook_log)
+        .where(webhook_log.c.id.in_(_webhooks_of(batch_id)), webhook_log.c.processed.is_(False), ~undone)
+        .values(
+            processed=True,
+            processed_at=now,
+            error_message=case(
+                (webhook_log.c.error_message.like(f"{_DISPATCH_ERROR}%"), None),
+                else_=webhook_log.c.error_message,
+            ),
+        )
+    )
+
+
+def run_created(engine: Engine, batch_id: str, flow_run_id: str) -> None:
+    """Prefect has the batch's run: link it, and mark the deliveries whose every request is done."""
     with engine.begin() as conn:
         conn.execute(
             update(dispatch_batches)
             .where(dispatch_batches.c.id == batch_id)
             .values(flow_run_id=flow_run_id, error_message=None, next_attempt_at=None)
         )
-        served = webhook_log.c.id.in_(_webhooks_of(batch_id))
+        _mark_processed(conn, batch_id, utcnow())
+
+
+def refused(engine: Engine, batch_id: str, message: str) -> None:
+    """Prefect will never create the batch's run (it refused the parameters, or our call is broken): close
+    the batch as failed, which frees its deployment, and say why on its deliveries (`webhooks ls --failed`;
+    `webhooks replay` sends one again). They count as processed once every request of theirs is done."""
+    now = utcnow()
+    text = f"{_REFUSED} {message}".replace("\x00", "\ufffd")[:2000]
+    with engine.begin() as conn:
         conn.execute(
-            update(webhook_log)
-            .where(served, webhook_log.c.processed.is_(False), ~unserved)
-            .values(
-                processed=True,
-                processed_at=now,
-                error_message=case(
-                    (webhook_log.c.error_message.like(f"{_DISPATCH_ERROR}%"), None),
-                    else_=webhook_log.c.error_message,
-                ),
-            )
+            update(dispatch_batches)
+            .where(dispatch_batches.c.id == batch_id)
+            .values(state="FAILED", finished_at=now, error_message=message, next_attempt_at=None)
         )
+        conn.execute(
+            update(webhook_log).where(webhook_log.c.id.in_(_webhooks_of(batch_id))).values(error_message=text)
+        )
+        _mark_processed(conn, batch_id, now)
 
 
 def creation_failed(engine: Engine, batch_id: str, message: str, retry_at: datetime) -> int:
