@@ -47,6 +47,12 @@ class Attribution:
         return self.server_ids[0] if len(self.server_ids) == 1 else None
 
 
+def _whose(sender: Sender) -> str:
+    if sender.how == "local client":
+        return "the settings' user (SMARTPLEX_OWNER_EMAIL), whom a client on this machine stands for"
+    return f"the user whose {sender.how} it carries"
+
+
 def _owner(servers: list[ServerFacts], sender: Sender) -> uuid.UUID | None:
     owners = {server.user_id for server in servers}
     return sender.user_id or (owners.pop() if len(owners) == 1 else None)
@@ -56,7 +62,7 @@ def attribute(source: Source, sender: Sender, servers: list[ServerFacts], hint: 
     """The user and servers of a delivery from `source`; `servers` are the sender's (everyone's when the
     sender is nobody in particular), `hint` the Plex machine it names."""
     mine = [s for s in servers if sender.user_id is None or s.user_id == sender.user_id]
-    whose = "" if sender.user_id is None else " of the user whose " + sender.how + " it carries"
+    whose = "" if sender.user_id is None else " of " + _whose(sender)
     if hint is not None:
         chosen = [s for s in mine if s.machine_id == hint]
         if not chosen:
