@@ -336,7 +336,7 @@ def _integration_client(integration: Integration, settings: Settings) -> Any:
     from flows.clients.sonarr import SonarrClient
     from flows.clients.tautulli import TautulliClient
 
-    clients = {
+    clients: dict[str, type[TautulliClient | SonarrClient | RadarrClient | OverseerrClient]] = {
         "tautulli": TautulliClient,
         "sonarr": SonarrClient,
         "radarr": RadarrClient,

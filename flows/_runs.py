@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,10 +59,10 @@ def tag_run(tags: list[str]) -> None:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        current = client.read_flow_run(run_id).tags
+        current = client.read_flow_run(uuid.UUID(run_id)).tags
         wanted = sorted({*current, *tags})
         if wanted != sorted(current):
-            client.update_flow_run(run_id, tags=wanted)
+            client.update_flow_run(uuid.UUID(run_id), tags=wanted)
 
 
 @dataclass

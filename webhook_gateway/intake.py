@@ -19,12 +19,15 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
+
+if TYPE_CHECKING:  # python-multipart declares its callbacks' type for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 from smartplex_sync.errors import PayloadError
 from smartplex_sync.models import Source
@@ -168,8 +171,10 @@ class _PayloadPart:
         self._header_value = bytearray()
         self._disposition = b""
 
-    def callbacks(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in dir(self) if name.startswith("on_")}
+    def callbacks(self) -> MultipartCallbacks:
+        return cast(
+            "MultipartCallbacks", {name: getattr(self, name) for name in dir(self) if name.startswith("on_")}
+        )
 
     def on_part_begin(self) -> None:
         self._parts += 1

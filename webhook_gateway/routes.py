@@ -148,10 +148,10 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
     sender = await gateway.senders.identify(request, source.value)
     if isinstance(sender, str):
         # Recorded without its body: we keep no data from whoever sent it, only that it happened.
-        error = PayloadError(sender, 401)
-        recorded = await _record(gateway, source, None, None, error, None)
+        refused = PayloadError(sender, 401)
+        recorded = await _record(gateway, source, None, None, refused, None)
         log.info("%s webhook %s refused (401): %s", source.value, recorded.row_id, sender)
-        return _reject(recorded.row_id, error)
+        return _reject(recorded.row_id, refused)
 
     decoded = await decode(
         source,
@@ -159,7 +159,10 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
         max_bytes=gateway.settings.max_body_bytes,
         timeout_seconds=gateway.settings.body_timeout_seconds,
     )
-    parsed, error = (None, decoded.error) if decoded.error else deliveries.interpret(source, decoded.payload)
+    parsed: ParsedDelivery | None = None
+    error: PayloadError | None = decoded.error
+    if error is None:
+        parsed, error = deliveries.interpret(source, decoded.payload)
     recorded = await _record(gateway, source, decoded.stored, parsed, error, sender)
     if recorded.error is not None:
         log.info(

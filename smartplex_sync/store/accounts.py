@@ -273,7 +273,7 @@ def configure_from_settings(
         server_id = None
         if plex_url is not None:
             server_id = env_server_id(owner_id)
-            values = {
+            values: dict[str, Any] = {
                 "name": plex_server_name,
                 "url": plex_url,
                 "plex_token": plex_token,

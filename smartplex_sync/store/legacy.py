@@ -176,11 +176,12 @@ def _servers(conn: Connection, owner: uuid.UUID, legacy: dict[str, Table]) -> di
     if "media_items" in legacy:
         table = legacy["media_items"]
         newest = func.max(table.c.synced_at)
-        found = conn.execute(select(table.c.server_id).group_by(table.c.server_id).order_by(newest.desc()))
-        machines += [m for (m,) in found]
+        machines += conn.scalars(
+            select(table.c.server_id).group_by(table.c.server_id).order_by(newest.desc())
+        ).all()
     if "watch_history" in legacy:
         column = legacy["watch_history"].c.server_id
-        found = conn.scalars(select(column).where(column.is_not(None)).distinct().order_by(column))
+        found = conn.scalars(select(column).where(column.is_not(None)).distinct().order_by(column)).all()
         machines += [m for m in found if m not in machines]
     now = utcnow()
     server_of = {}
@@ -226,7 +227,7 @@ def _copy_webhooks(
             payload = row["payload"]
             named = payload.get("Server") if isinstance(payload, dict) else None
             machine = named.get("uuid") if isinstance(named, dict) else None
-            server = server_of.get(machine) if row["source"] == "plex" else only_server
+            server = server_of.get(machine or "") if row["source"] == "plex" else only_server
             rows.append(
                 {
                     "id": new_ids[row["id"]],
@@ -461,21 +462,21 @@ def _copy_queue(
                 )
             )
     undispatched = select(legacy["webhook_log"]).where(legacy["webhook_log"].c.processed.is_(False))
-    for row in conn.execute(undispatched):
-        if row.id in queued:
+    for delivery in conn.execute(undispatched):
+        if delivery.id in queued:
             continue
-        for ordinal, request in enumerate(row.sync_requests or []):
+        for ordinal, request in enumerate(delivery.sync_requests or []):
             if request.get("flow_run_id"):
                 continue
             conn.execute(
                 insert(webhook_requests).values(
-                    webhook_id=webhook_ids[row.id],
+                    webhook_id=webhook_ids[delivery.id],
                     ordinal=ordinal,
                     deployment=request["deployment"],
                     parameters=scoped_parameters(
                         request["deployment"], request.get("parameters"), server_ids
                     ),
-                    ready_at=row.received_at,
+                    ready_at=delivery.received_at,
                     dispatches=0,
                 )
             )

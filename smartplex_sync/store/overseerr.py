@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 
 from smartplex_sync.models import OverseerrRequest
 from smartplex_sync.store.tables import integrations, media_items, overseerr_requests, users
@@ -71,7 +71,7 @@ def _row_of(
     A delivery that names no integration (the owner has none configured) also finds the row an
     integration of the same owner stored, so the request is not stored twice."""
     ours = overseerr_requests.c.overseerr_request_id == request.request_id
-    adoptable = overseerr_requests.c.integration_id.is_(None)
+    adoptable: ColumnElement[bool] = overseerr_requests.c.integration_id.is_(None)
     if request.tmdb_id is not None:
         adoptable = and_(adoptable, overseerr_requests.c.tmdb_id == request.tmdb_id)
     if integration_id is not None:
