@@ -34,6 +34,15 @@ from smartplex_sync.models import WORK_POOL
 from smartplex_sync.store import make_engine
 
 
+def restore_environ(saved: Mapping[str, str | None]) -> None:
+    """Put the environment variables back as `saved` held them (None: not set)."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def _count_requests(app: Any, counts: Counter[str]) -> Any:
     """ASGI middleware: requests per service (the first path segment: /plex, /tautulli, ...); the second
     user's (under /bob) as bob/plex, bob/tautulli, ..."""

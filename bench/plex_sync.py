@@ -64,6 +64,7 @@ def _simulator(control: Connection) -> None:
 
 def main() -> str:
     """Run the benchmark and return its markdown section."""
+    from bench._stack import restore_environ
     from smartplex_sync.migrate import migrate
     from smartplex_sync.settings import get_settings
     from smartplex_sync.store import make_engine
@@ -135,11 +136,7 @@ def main() -> str:
             control.send("stop")
             simulator.join(20)
             os.environ.pop("SMARTPLEX_PLEX_PAGE_SIZE", None)
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            restore_environ(saved)
             get_settings.cache_clear()
 
     rows_written = first["added"]

@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SAWarning
 
+from bench._stack import restore_environ
 from bench.plex_sync import EPISODES, MOVIES, SEASONS, SHOWS, TOKEN, _simulator
 
 BASELINE_SAMPLE = 1_000
@@ -164,11 +165,7 @@ def main() -> str:
     finally:
         control.send("stop")
         simulator.join(20)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environ(saved)
         get_settings.cache_clear()
 
     written = int(ours["added"])

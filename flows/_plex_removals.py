@@ -134,27 +134,10 @@ def decide(planned: Sequence[Candidates], verdicts: dict[str, Verdict]) -> Decis
 
 
 def find_candidates(conn: Connection, server_id: uuid.UUID, check: RemovalCheck) -> Candidates:
+    ids: dict[str, Any] = {"tmdb_id": check.tmdb_id, "tvdb_id": check.tvdb_id, "imdb_id": check.imdb_id}
     if check.kind == "movie":
-        return Candidates(
-            find_by_ids(
-                conn,
-                server_id,
-                "movie",
-                radarr_movie_id=check.arr_id,
-                tmdb_id=check.tmdb_id,
-                tvdb_id=check.tvdb_id,
-                imdb_id=check.imdb_id,
-            )
-        )
-    shows = find_by_ids(
-        conn,
-        server_id,
-        "show",
-        sonarr_series_id=check.arr_id,
-        tmdb_id=check.tmdb_id,
-        tvdb_id=check.tvdb_id,
-        imdb_id=check.imdb_id,
-    )
+        return Candidates(find_by_ids(conn, server_id, "movie", radarr_movie_id=check.arr_id, **ids))
+    shows = find_by_ids(conn, server_id, "show", sonarr_series_id=check.arr_id, **ids)
     show_keys = {s.rating_key for s in shows}
     below = find_children(conn, server_id, show_keys)
     if check.kind == "series":
