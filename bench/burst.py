@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bench._buckets import baseline_env
 from bench._stack import Services, Stack, database_url, rss_by_child, running_stack, services
 from smartplex_sync.store.tables import (
     arr_items,
@@ -56,13 +57,9 @@ PREFECT_DEFAULTS = {
     "PREFECT_WORKER_PREFETCH_SECONDS": "10",
 }
 STACKS = {
-    "today: buckets, Prefect defaults": {
-        "SMARTPLEX_COALESCE_STRATEGY": "bucket",
-        "SMARTPLEX_COALESCE_SECONDS": "10",
-        **PREFECT_DEFAULTS,
-    },
-    "merged, Prefect defaults": {"SMARTPLEX_COALESCE_STRATEGY": "merge", **PREFECT_DEFAULTS},
-    "merged, make run's Prefect": {"SMARTPLEX_COALESCE_STRATEGY": "merge"},
+    "today: buckets, Prefect defaults": {**baseline_env(bucket_seconds=10), **PREFECT_DEFAULTS},
+    "merged, Prefect defaults": PREFECT_DEFAULTS,
+    "merged, make run's Prefect": {},
 }
 SERVICES = ("plex", "tautulli", "sonarr", "radarr", "overseerr")
 

@@ -28,18 +28,15 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import StateType
 from sqlalchemy import select
 
+from bench._buckets import baseline_env
 from bench._stack import Services, Stack, running_stack, services
 from bench.burst import PREFECT_DEFAULTS
 from smartplex_sync.store.tables import batch_requests, dispatch_batches, media_items, webhook_requests
 
 DELIVERIES = 12
 STACKS = {
-    "today: buckets, Prefect defaults": {
-        "SMARTPLEX_COALESCE_STRATEGY": "bucket",
-        "SMARTPLEX_COALESCE_SECONDS": "10",
-        **PREFECT_DEFAULTS,
-    },
-    "merged, make run's Prefect": {"SMARTPLEX_COALESCE_STRATEGY": "merge"},
+    "today: buckets, Prefect defaults": {**baseline_env(bucket_seconds=10), **PREFECT_DEFAULTS},
+    "merged, make run's Prefect": {},
 }
 PARTS = ("window", "dispatch", "pick-up", "process start", "sync", "readable")
 

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from deployments.processes import VENV_BIN
@@ -32,6 +32,9 @@ from smartplex_sync.models import PROJECT_TAG, WEBHOOK_TAG, WORK_POOL
 from smartplex_sync.settings import Settings, get_settings
 from smartplex_sync.store import get_engine
 from smartplex_sync.store.accounts import configure
+
+if TYPE_CHECKING:
+    from prefect.events.schemas.automations import AutomationCore
 
 log = logging.getLogger("smartplex.run")
 
@@ -105,50 +108,11 @@ async def ensure_lost_run_automations(
     Either is marked Crashed: that frees its concurrency slot, and the gateway's dispatcher queues the
     crashed run's deliveries for a new run. Created once, updated in place when they exist."""
     from prefect.client.orchestration import PrefectClient
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-    from prefect.events.schemas.events import ResourceSpecification
 
-    def crash_when(name: str, after: str, expect: set[str], within: timedelta, why: str) -> AutomationCore:
-        return AutomationCore(
-            name=name,
-            description=f"Marks a SmartPlex flow run Crashed when {why}.",
-            trigger=EventTrigger(
-                after={after},
-                expect=expect | _FINAL_EVENTS,
-                match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-                match_related=ResourceSpecification(
-                    {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{PROJECT_TAG}"}
-                ),
-                for_each={"prefect.resource.id"},
-                posture=Posture.Proactive,
-                threshold=1,
-                within=within,
-            ),
-            actions=[
-                ChangeFlowRunState(
-                    state=StateType.CRASHED,
-                    message=f"{why} for {within.total_seconds():.0f} s: its process is gone",
-                )
-            ],
-        )
-
+    heartbeat, pending, running = (f"prefect.flow-run.{e}" for e in ("heartbeat", "Pending", "Running"))
     wanted = [
-        crash_when(
-            SILENT_RUN_AUTOMATION,
-            "prefect.flow-run.heartbeat",
-            {"prefect.flow-run.heartbeat"},
-            silent_after,
-            "no heartbeat",
-        ),
-        crash_when(
-            STUCK_RUN_AUTOMATION,
-            "prefect.flow-run.Pending",
-            {"prefect.flow-run.Running"},
-            stuck_after,
-            "still pending",
-        ),
+        _crash_when(SILENT_RUN_AUTOMATION, heartbeat, {heartbeat}, silent_after, "no heartbeat"),
+        _crash_when(STUCK_RUN_AUTOMATION, pending, {running}, stuck_after, "still pending"),
     ]
     ids = []
     async with PrefectClient(api_url) as client:
@@ -160,6 +124,38 @@ async def ensure_lost_run_automations(
             else:
                 ids.append(await client.create_automation(automation))
     return ids
+
+
+def _crash_when(name: str, after: str, expect: set[str], within: timedelta, why: str) -> AutomationCore:
+    """An automation that marks one of our runs Crashed when `after` is not followed by one of `expect`
+    (or a final state) `within` that time."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=name,
+        description=f"Marks a SmartPlex flow run Crashed when {why}.",
+        trigger=EventTrigger(
+            after={after},
+            expect=expect | _FINAL_EVENTS,
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{PROJECT_TAG}"}
+            ),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=within,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"{why} for {within.total_seconds():.0f} s: its process is gone",
+            )
+        ],
+    )
 
 
 @dataclass

@@ -8,15 +8,21 @@ import os
 import re
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from smartplex_sync.migrate import migrate as apply_migrations
-from smartplex_sync.models import SCHEDULED_SERVICES, Source
+from smartplex_sync.models import SERVICES, Source
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(help="SmartPlex Sync: webhooks in, Prefect flow runs out.", no_args_is_help=True)
 
@@ -24,21 +30,35 @@ app = typer.Typer(help="SmartPlex Sync: webhooks in, Prefect flow runs out.", no
 @app.callback()
 def _point_prefect_at_the_stack(ctx: typer.Context) -> None:
     """Commands that talk to Prefect use PREFECT_API_URL (environment or .env), else the server `make run`
-    starts, never a throwaway temporary one."""
+    starts, never a throwaway temporary one. Both hold for the command only (`ctx.with_resource`): a caller
+    in the same process (a test) finds its environment and Prefect's settings as they were."""
     if ctx.invoked_subcommand in ("run", "migrate", "webhooks"):
         return
-    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     settings = get_settings()
     demo_env = settings.data_dir / "demo.env"
     if settings.plex_url is None and demo_env.exists():  # `make run` is in demo mode: check its services
-        for line in demo_env.read_text().splitlines():
-            key, _, value = line.partition("=")
-            os.environ.setdefault(key, value)
-        get_settings.cache_clear()
+        ctx.with_resource(_environment_with(demo_env))
         typer.echo(f"(demo mode: services from {demo_env})", err=True)
-    os.environ["PREFECT_API_URL"] = get_settings().prefect_api
-    refresh_global_settings_context()
+    ctx.with_resource(temporary_settings(updates={PREFECT_API_URL: get_settings().prefect_api}))
+
+
+@contextmanager
+def _environment_with(env_file: Path) -> Iterator[None]:
+    """The variables of `env_file` that the environment does not set, until the block ends."""
+    added = {}
+    for line in env_file.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key and key not in os.environ:
+            added[key] = os.environ[key] = value
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+        get_settings.cache_clear()
 
 
 @app.command()
@@ -141,7 +161,7 @@ def sync(
     run_id = asyncio.run(start())
     names = ", ".join(s.name for s in chosen)
     typer.echo(
-        f"started {SCHEDULED_SERVICES[service].value} ({'full' if full else 'default'}) of {names}: flow run {run_id}"
+        f"started {SERVICES[service].deployment.value} ({'full' if full else 'default'}) of {names}: flow run {run_id}"
     )
     typer.echo(url_for("flow-run", run_id) or "(set PREFECT_UI_URL to get a link)")
 
@@ -308,10 +328,6 @@ def webhooks_replay(
     `replay N` replays one; `replay --failed --since T` every failed delivery received since T, oldest
     first, except those still being dispatched (the dispatcher retries them) and those that kept no
     readable body."""
-    from smartplex_sync.errors import PayloadError
-    from smartplex_sync.store import webhooks
-    from webhook_gateway.deliveries import replay
-
     if (webhook_id is None) == (not failed):
         raise typer.BadParameter("give a webhook id, or --failed with --since")
     if failed and since is None:
@@ -320,24 +336,37 @@ def webhooks_replay(
     engine = get_engine(settings.sqlalchemy_url)
     scan_grace = timedelta(seconds=settings.plex_scan_grace_seconds)
     if webhook_id is not None:
-        found = _delivery_id(engine, webhook_id)
-        try:
-            replayed = replay(engine, found, scan_grace)
-        except PayloadError as refused:
-            typer.echo(f"webhook {found} not replayed ({refused.status_code}): {refused.message}", err=True)
-            raise typer.Exit(1) from None
-        if (error := replayed.recorded.error) is not None:
-            typer.echo(
-                f"webhook {found} → webhook {replayed.recorded.row_id}, rejected ({error.status_code}): {error.message}",
-                err=True,
-            )
-            raise typer.Exit(1)
+        _replay_one(engine, _delivery_id(engine, webhook_id), scan_grace)
+    else:
+        _replay_failed(engine, _since(since), scan_grace)
+
+
+def _replay_one(engine: Engine, found: uuid.UUID, scan_grace: timedelta) -> None:
+    from smartplex_sync.errors import PayloadError
+    from webhook_gateway.deliveries import replay
+
+    try:
+        replayed = replay(engine, found, scan_grace)
+    except PayloadError as refused:
+        typer.echo(f"webhook {found} not replayed ({refused.status_code}): {refused.message}", err=True)
+        raise typer.Exit(1) from None
+    new_id = replayed.recorded.row_id
+    if (error := replayed.recorded.error) is not None:
         typer.echo(
-            f"webhook {found} → webhook {replayed.recorded.row_id}: {replayed.parsed.action_label} ({replayed.note})"
+            f"webhook {found} → webhook {new_id}, rejected ({error.status_code}): {error.message}", err=True
         )
-        return
+        raise typer.Exit(1)
+    typer.echo(f"webhook {found} → webhook {new_id}: {replayed.parsed.action_label} ({replayed.note})")
+
+
+def _replay_failed(engine: Engine, since: datetime | None, scan_grace: timedelta) -> None:
+    """Every failed delivery received since `since`, oldest first, with a count of each outcome."""
+    from smartplex_sync.errors import PayloadError
+    from smartplex_sync.store import webhooks
+    from webhook_gateway.deliveries import replay
+
     counts = {"replayed": 0, "still rejected": 0, "skipped": 0}
-    for row in webhooks.find(engine, failed=True, since=_since(since), limit=None, oldest_first=True):
+    for row in webhooks.find(engine, failed=True, since=since, limit=None, oldest_first=True):
         if not row["processed"]:
             counts["skipped"] += 1
             typer.echo(f"webhook {row['id']} skipped: still being dispatched (the dispatcher retries it)")

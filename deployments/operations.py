@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 
 from smartplex_sync.errors import ConfigurationError, ServiceError
 from smartplex_sync.migrate import pending
-from smartplex_sync.models import SCHEDULED_SERVICES, WORK_POOL, Deployment, Source
-from smartplex_sync.requests import DEFAULT_HISTORY_DAYS, PARAMETERS, PlexScope, Scope, TautulliScope
+from smartplex_sync.models import SERVICE_OF, SERVICES, WORK_POOL, Deployment, Source
+from smartplex_sync.requests import PARAMETERS
 from smartplex_sync.settings import Settings
 from smartplex_sync.store import utcnow, webhooks
 from smartplex_sync.store.accounts import Integration, PlexServer, integration_rows, plex_servers, user_emails
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
 
-# Tautulli's `--full`: all history (tautulli-sync's days=0) instead of the 7-day window.
-TAUTULLI_ALL_HISTORY = 0
 # An unprocessed delivery older than this means the gateway's dispatcher is not getting through.
 STUCK_AFTER = timedelta(minutes=5)
 # A worker whose last heartbeat is older than this is not polling.
@@ -124,7 +122,7 @@ async def gather_schedule_views(engine: Engine, client: PrefectClient) -> list[S
     with engine.connect() as conn:
         emails = user_emails(conn, [row.user_id for row in rows if row.user_id])
     schedules: dict[Deployment, dict[str, Any] | None] = {}
-    for deployment in sorted(set(SCHEDULED_SERVICES.values())):
+    for deployment in sorted(SERVICE_OF):
         try:
             found = await client.read_deployment_by_name(deployment.full_name)
         except ObjectNotFound:
@@ -133,7 +131,7 @@ async def gather_schedule_views(engine: Engine, client: PrefectClient) -> list[S
         schedules[deployment] = {s.slug: s for s in found.schedules if s.slug}
     views = []
     for row in rows:
-        deployment = SCHEDULED_SERVICES[Source(row.service)]
+        deployment = SERVICES[Source(row.service)].deployment
         by_slug = schedules[deployment]
         schedule = by_slug.get(row.slug) if by_slug is not None else None
         interval = getattr(schedule.schedule, "interval", None) if schedule else None
@@ -159,24 +157,20 @@ async def gather_schedule_views(engine: Engine, client: PrefectClient) -> list[S
 
 
 def sync_parameters(service: Source, full: bool, server_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
-    """Parameters of a run started by hand, on these servers. The Sonarr, Radarr and Overseerr syncs are
-    always full."""
-    deployment = SCHEDULED_SERVICES[service]
-    scope: Scope
-    if service is Source.PLEX:
-        scope = PlexScope(mode="full" if full else "incremental")
-    elif service is Source.TAUTULLI:
-        scope = TautulliScope(days=TAUTULLI_ALL_HISTORY if full else DEFAULT_HISTORY_DAYS)
-    else:
-        scope = PARAMETERS[deployment].SCOPE.everything()
-    return {"request": PARAMETERS[deployment].on(server_ids, scope).to_json(), "trigger": "manual"}
+    """Parameters of a run started by hand, on these servers (`Scope.by_hand`: the Sonarr, Radarr and
+    Overseerr syncs are always full)."""
+    parameters = PARAMETERS[SERVICES[service].deployment]
+    return {
+        "request": parameters.on(server_ids, parameters.SCOPE.by_hand(full)).to_json(),
+        "trigger": "manual",
+    }
 
 
 async def start_sync(
     client: PrefectClient, service: Source, full: bool, server_ids: Sequence[uuid.UUID]
 ) -> FlowRun:
     """A flow run of the service's deployment, due now. No schedule is touched."""
-    deployment = await client.read_deployment_by_name(SCHEDULED_SERVICES[service].full_name)
+    deployment = await client.read_deployment_by_name(SERVICES[service].deployment.full_name)
     return await client.create_flow_run_from_deployment(
         deployment.id, parameters=sync_parameters(service, full, server_ids), tags=["manual"]
     )
@@ -331,18 +325,9 @@ def check_service(label: str, connect: Callable[[], Any], fix_url: str) -> Check
 
 
 def _integration_client(integration: Integration, settings: Settings) -> Any:
-    from flows.clients.overseerr import OverseerrClient
-    from flows.clients.radarr import RadarrClient
-    from flows.clients.sonarr import SonarrClient
-    from flows.clients.tautulli import TautulliClient
+    from flows.clients import INTEGRATION_CLIENTS
 
-    clients: dict[str, type[TautulliClient | SonarrClient | RadarrClient | OverseerrClient]] = {
-        "tautulli": TautulliClient,
-        "sonarr": SonarrClient,
-        "radarr": RadarrClient,
-        "overseerr": OverseerrClient,
-    }
-    return clients[integration.service].for_integration(integration, settings)
+    return INTEGRATION_CLIENTS[Source(integration.service)].for_integration(integration, settings)
 
 
 def check_services(settings: Settings, engine: Engine) -> list[Check]:

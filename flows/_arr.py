@@ -5,58 +5,81 @@ Fed by Download webhooks, a server's scope holds the items they named and the ar
 integration needed). Scheduled (items None), the whole list is read through the integration that serves
 the server (SmartPlex's `integrations`), once per integration however many servers it serves, and the
 items the arr no longer has are dropped (their media_items lose the stale id).
+
+The shape of every flow: the items are fetched by a retried task (`fetch_series`, `fetch_movies`) and
+parsed by the client's pure parsers, stored by one task per server (`store_arr_items`, one transaction),
+and the part's row goes into the run's one report (`report_part`).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
-from flows._runs import Part, SyncRun, run_logger
+from flows._runs import Opaque, Part, SyncRun, run_logger
 from smartplex_sync.models import ArrItem, ArrService
 from smartplex_sync.requests import RadarrSync, SonarrSync, Trigger
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import utcnow
 from smartplex_sync.store.accounts import Integration, integration_for
-from smartplex_sync.store.arr import coverage, link_arr_ids, remove_arr_items_except, upsert_arr_items
+from smartplex_sync.store.arr import (
+    Coverage,
+    coverage,
+    link_arr_ids,
+    remove_arr_items_except,
+    upsert_arr_items,
+)
 from smartplex_sync.store.events import Counts
 
 SHOWN_UNMATCHED = 20
 
 
-def store_and_link(engine: Engine, part: Part, service: ArrService, items: list[ArrItem], full: bool) -> None:
-    """Upsert `items` on the part's server (on a full run also drop the rest) and link, in one
-    transaction; what it did goes on the part."""
-    server = part.server
+@dataclass(frozen=True)
+class Stored:
+    """What storing one server's arr items did."""
+
+    removed: int
+    media_items_updated: int
+    coverage: Coverage
+
+
+@task(cache_policy=NO_CACHE)
+def store_arr_items(
+    engine: Engine, server_id: uuid.UUID, service: ArrService, received: Opaque[list[ArrItem]], full: bool
+) -> Stored:
+    """Upsert the items on the server (on a full run also drop the rest) and link, in one transaction."""
+    items = received.value
     with engine.begin() as conn:
-        upsert_arr_items(conn, server.id, items, utcnow())
-        removed = remove_arr_items_except(conn, server.id, service, [i.arr_id for i in items]) if full else 0
-        updated = link_arr_ids(conn, server.id)
-        found = coverage(conn, server.id, service, items)
-    unmatched = [item.title for item in found.unmatched]
+        upsert_arr_items(conn, server_id, items, utcnow())
+        removed = remove_arr_items_except(conn, server_id, service, [i.arr_id for i in items]) if full else 0
+        updated = link_arr_ids(conn, server_id)
+        found = coverage(conn, server_id, service, items)
+    return Stored(removed, updated, found)
+
+
+def report_part(part: Part, items: list[ArrItem], stored: Stored) -> None:
+    """What the store did goes on the part: its counts, details and the report's row (at most
+    SHOWN_UNMATCHED titles of items the library does not hold)."""
+    unmatched = [item.title for item in stored.coverage.unmatched]
     shown = ", ".join(unmatched[:SHOWN_UNMATCHED]) + (
         f" … +{len(unmatched) - SHOWN_UNMATCHED}" if len(unmatched) > SHOWN_UNMATCHED else ""
     )
-    part.counts = Counts(discovered=len(items), updated=updated, removed=removed)
+    part.counts = Counts(discovered=len(items), updated=stored.media_items_updated, removed=stored.removed)
     part.details.update(
         received=len(items),
-        matched=len(found.matched),
-        unmatched=len(found.unmatched),
-        media_items_updated=updated,
-        removed=removed,
-        library_unlinked=found.library_unlinked,
+        matched=len(stored.coverage.matched),
+        unmatched=len(unmatched),
+        media_items_updated=stored.media_items_updated,
+        removed=stored.removed,
+        library_unlinked=stored.coverage.library_unlinked,
     )
     part.rows = [{**part.details, "not in library": shown}]
-    run_logger().info(
-        "%s on %s: %d stored, %d removed, %d media_items updated",
-        service,
-        server.name,
-        len(items),
-        removed,
-        updated,
-    )
 
 
 def sync_arr(
@@ -88,5 +111,10 @@ def sync_arr(
                     catalogues[integration.id] = read(integration)
                 items, requests = catalogues[integration.id]
             part.details["requests"] = requests
-            store_and_link(run.engine, part, service, items, full=scope.items is None)
+            stored = store_arr_items(run.engine, server.id, service, Opaque(items), full=scope.items is None)
+            report_part(part, items, stored)
+            run_logger().info(
+                "%s on %s: %d stored, %d removed, %d media_items updated",
+                service, server.name, len(items), stored.removed, stored.media_items_updated,
+            )  # fmt: skip
     return run.finish()

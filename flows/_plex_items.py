@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from smartplex_sync.convert import blank_to_none, from_epoch
 from smartplex_sync.requests import PlexScope
 from smartplex_sync.store.media import GRANDPARENT_KEY, PARENT_KEY, SECTION_ID
 
@@ -111,7 +112,7 @@ def genres(item: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _time(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(value), UTC) if value not in (None, "") else None
+    return from_epoch(int(value)) if value not in (None, "") else None
 
 
 def _iso(value: Any) -> str | None:
@@ -124,10 +125,6 @@ def _int(value: Any, limit: int = _INT32) -> int | None:
         return None
     number = int(value)
     return number if 0 <= number <= limit else None
-
-
-def _str(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
 
 
 def _year(value: Any) -> int | None:
@@ -147,9 +144,9 @@ def in_trash(item: dict[str, Any]) -> bool:
 def show_key(item: dict[str, Any]) -> str | None:
     """The rating key of the show a season or episode belongs to."""
     if item["type"] == "season":
-        return _str(item.get("parentRatingKey"))
+        return blank_to_none(item.get("parentRatingKey"))
     if item["type"] == "episode":
-        return _str(item.get("grandparentRatingKey"))
+        return blank_to_none(item.get("grandparentRatingKey"))
     return None
 
 
@@ -166,17 +163,17 @@ def to_row(
     sizes = [int(p["size"]) for p in parts if p.get("size") is not None]
     size = sum(sizes) if sizes else None
     inherits = type_ in ("season", "episode") and show is not None
-    show_title = _str(item.get("parentTitle") if type_ == "season" else item.get("grandparentTitle"))
+    show_title = blank_to_none(item.get("parentTitle") if type_ == "season" else item.get("grandparentTitle"))
     metadata = {
         "plex_added_at": _iso(item.get("addedAt")),
         "plex_updated_at": _iso(item.get("updatedAt")),
         SECTION_ID: section.id,
-        PARENT_KEY: _str(item.get("parentRatingKey")),
-        GRANDPARENT_KEY: _str(item.get("grandparentRatingKey")),
-        "plex_guid": _str(item.get("guid")),
+        PARENT_KEY: blank_to_none(item.get("parentRatingKey")),
+        GRANDPARENT_KEY: blank_to_none(item.get("grandparentRatingKey")),
+        "plex_guid": blank_to_none(item.get("guid")),
     }
     if type_ == "episode":
-        metadata["plex_season_title"] = _str(item.get("parentTitle"))
+        metadata["plex_season_title"] = blank_to_none(item.get("parentTitle"))
     # Unknown keys are left out rather than stored as null: SQLite's json_patch drops null members where
     # PostgreSQL's || keeps them, and both backends must hold the same rows.
     metadata = {name: value for name, value in metadata.items() if value is not None}
@@ -185,11 +182,11 @@ def to_row(
         "plex_id": key,
         "type": type_,
         "title": str(item.get("title") or "").strip()
-        or f"{type_.capitalize()} {_str(item.get('index')) or key}",
+        or f"{type_.capitalize()} {blank_to_none(item.get('index')) or key}",
         "year": _year(item.get("year")),
         **(show.ids if inherits and show else external_ids(item)),
         "library_section": section.title,
-        "file_path": _str(parts[0].get("file")) if parts else None,
+        "file_path": blank_to_none(parts[0].get("file")) if parts else None,
         "file_size_bytes": size,
         "file_size_mb": round(size / MIB, 2) if size is not None else None,
         "duration_ms": _int(item.get("duration")),
@@ -202,14 +199,22 @@ def to_row(
         else None,
         "episode_number": _int(item.get("index")) if type_ == "episode" else None,
         "genres": list(show.genres if inherits and show else genres(item)),
-        "video_resolution": _str(first.get("videoResolution")),
-        "video_codec": _str(first.get("videoCodec")),
-        "audio_codec": _str(first.get("audioCodec")),
-        "container": _str(first.get("container")),
+        "video_resolution": blank_to_none(first.get("videoResolution")),
+        "video_codec": blank_to_none(first.get("videoCodec")),
+        "audio_codec": blank_to_none(first.get("audioCodec")),
+        "container": blank_to_none(first.get("container")),
         "bitrate_kbps": _int(first.get("bitrate")),
         "accessible": not in_trash(item),
     }
     return row
+
+
+def to_rows(
+    items: list[dict[str, Any]], server_id: uuid.UUID, section: SectionInfo, shows: Mapping[str, ShowInfo]
+) -> list[dict[str, Any]]:
+    """The `media_items` rows of a page of items; `shows` (by rating key) are their seasons' and
+    episodes' shows, as far as they are known."""
+    return [to_row(item, server_id, section, shows.get(show_key(item) or "")) for item in items]
 
 
 def latest_change(items: Iterable[dict[str, Any]]) -> int | None:

@@ -15,7 +15,9 @@ never on the episode's account alone. Upgrades never get here: the parsers ask f
 `deleteReason: upgrade`, and the merge drops a check when a later delivery imported the same item again
 (`smartplex_sync.requests.drop_reimported`).
 
-Pure decisions (`plex_verdict`, `decide`) are kept apart from the I/O (`check_removals`).
+`check_removals` has the shape of every flow: the rows' candidates read, Plex asked by a retried fetch
+task per batch (`fetch_batch`, through `ask_plex`; an error left after its retries decides nothing), the
+pure decisions (`plex_verdict`, `decide`), and one store task (`store_decision`, one transaction).
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Connection, Engine
 
 from flows._plex_items import in_trash
-from flows.clients.plex import PlexClient
+from flows._retry import NETWORK_RETRIES
+from flows._runs import Opaque
+from flows.clients.plex import METADATA_BATCH, PlexClient
+from smartplex_sync.convert import chunked
 from smartplex_sync.errors import ServiceError
 from smartplex_sync.requests import RemovalCheck
 from smartplex_sync.store.accounts import PlexServer
@@ -42,8 +49,6 @@ from smartplex_sync.store.media import (
 )
 
 Verdict = Literal["present", "trashed", "gone", "unknown"]
-BATCH_SIZE = 50
-"""Rating keys per `/library/metadata/{k1},...` request (keeps the URL short)."""
 
 
 @dataclass(frozen=True)
@@ -150,18 +155,25 @@ def find_candidates(conn: Connection, server_id: uuid.UUID, check: RemovalCheck)
     return Candidates(episodes, parents=[*seasons, *shows], below=below)
 
 
+@task(**NETWORK_RETRIES, cache_policy=NO_CACHE, task_run_name="ask Plex about {label}")
+def fetch_batch(client: PlexClient, batch: list[str], label: str) -> dict[str, dict[str, Any]]:
+    """Plex's answer for one batch of rating keys: the items it has ({} for a 404: none of them)."""
+    return client.metadata(batch)
+
+
 def ask_plex(
-    client: PlexClient, rating_keys: Sequence[str], batch_size: int = BATCH_SIZE
+    client: PlexClient, rating_keys: Sequence[str], batch_size: int = METADATA_BATCH
 ) -> tuple[dict[str, Verdict], list[str]]:
     """A verdict per rating key, and the errors met. Keys a 200 left out are asked again on their own
-    batch; a 404 makes every key of its batch `gone`; an error makes them `unknown`."""
+    batch; a 404 makes every key of its batch `gone`; an error (once its retries are spent) makes them
+    `unknown`."""
     verdicts: dict[str, Verdict] = {}
     errors: list[str] = []
-    pending = [list(rating_keys[i : i + batch_size]) for i in range(0, len(rating_keys), batch_size)]
+    pending = list(chunked(rating_keys, batch_size))
     while pending:
         batch = pending.pop()
         try:
-            found = client.metadata(batch)
+            found = fetch_batch(client, batch, f"{len(batch)} rows")
         except ServiceError as exc:
             errors.append(str(exc))
             verdicts.update(dict.fromkeys(batch, "unknown"))
@@ -178,13 +190,23 @@ def ask_plex(
     return verdicts, errors
 
 
+@task(cache_policy=NO_CACHE)
+def store_decision(engine: Engine, server_id: uuid.UUID, decided: Opaque[Decision]) -> list[StoredItem]:
+    """Remove and mark unavailable what the decision says, in one transaction; the rows removed."""
+    decision = decided.value
+    with engine.begin() as conn:
+        removed = remove_items(conn, server_id, decision.remove)
+        mark_unavailable(conn, server_id, decision.unavailable)
+    return removed
+
+
 def check_removals(
     client: PlexClient,
     engine: Engine,
     server: PlexServer,
     checks: Sequence[RemovalCheck],
     *,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int = METADATA_BATCH,
 ) -> RemovalReport:
     """Run the checks against one server's Plex and act on its answers, in one transaction. Errors from
     Plex are reported, never raised: the caller decides whether a run with `errors` should fail (and be
@@ -203,9 +225,7 @@ def check_removals(
     verdicts, report.errors = ask_plex(client, asked, batch_size)
     decision = decide([candidates for _, candidates in planned], verdicts)
     rows = {r.rating_key: r for _, c in planned for r in (*c.targets, *c.parents, *c.below)}
-    with engine.begin() as conn:
-        removed = remove_items(conn, server.id, decision.remove)
-        mark_unavailable(conn, server.id, decision.unavailable)
+    removed = store_decision(engine, server.id, Opaque(decision))
     report.removed = [
         {**asdict(row), "action": "removed", "reason": decision.remove[row.rating_key]} for row in removed
     ] + [

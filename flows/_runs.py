@@ -9,8 +9,9 @@ server's part is on its own:
   goes on with the next server, and fails at the end, naming the servers that failed;
 - a part with nothing to do (no Tautulli serves that server) is skipped, and says why.
 The run tags itself `server:<name>` for every server, so the Prefect UI shows runs per server, and
-publishes one table artifact whose rows name their server. Tokens and API keys never reach a log line,
-a parameter or an artifact: servers and integrations print without them.
+publishes one `RunReport`: one table artifact, keyed by the flow's name, whose rows name their server.
+Tokens and API keys never reach a log line, a parameter or an artifact: servers and integrations print
+without them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -34,6 +35,19 @@ from smartplex_sync.settings import Settings
 from smartplex_sync.store import get_engine, utcnow
 from smartplex_sync.store.accounts import Integration, PlexServer, plex_servers
 from smartplex_sync.store.events import Counts, finish_event, start_event
+
+T = TypeVar("T")
+
+
+class Opaque(Generic[T]):
+    """A task argument Prefect hands over as it is. Prefect walks every list, set, dict and dataclass
+    argument of a task, element by element, looking for futures to wait on: for a page of 500 rows that
+    is about 0.2 s a call, longer than storing the page. It does not look inside this."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -80,6 +94,27 @@ class Part:
     @property
     def outcome(self) -> str:
         return "failed" if self.error else f"skipped: {self.skipped}" if self.skipped else "completed"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run publishes, once: one table artifact keyed by the flow's name. Rows may differ in their
+    columns (a Plex part's sections and its removal checks): every row gets every column, blank where it
+    has none, so the table reads as one."""
+
+    key: str
+    rows: list[dict[str, Any]]
+    description: str
+
+    def table(self) -> list[dict[str, Any]]:
+        if not self.rows:
+            return [{"server": "none", "outcome": "no server"}]
+        columns = list(dict.fromkeys(column for row in self.rows for column in row))
+        return [{column: row.get(column, "") for column in columns} for row in self.rows]
+
+    def publish(self) -> None:
+        create_table_artifact(key=self.key, table=self.table(), description=self.description)
+        run_logger().info("%s", self.description)
 
 
 class SyncRun:
@@ -148,8 +183,9 @@ class SyncRun:
         self.parts.append(Part(server, skipped=reason))
         run_logger().info("%s: %s skipped: %s", self.flow, server.name, reason)
 
-    def finish(self, summary: str = "") -> dict[str, Any]:
-        """Publish the run's artifact; raise SyncFailedError naming the servers whose part failed."""
+    def report(self, summary: str = "") -> RunReport:
+        """The run's report: a row per part (a row per row of it, server and outcome first), and a
+        description naming each server's outcome, then `summary`."""
         rows = [
             {"server": part.server.name, "outcome": part.outcome, **row}
             for part in self.parts
@@ -157,9 +193,11 @@ class SyncRun:
         ]
         outcome = "; ".join(f"{part.server.name}: {part.outcome}" for part in self.parts) or "no server"
         description = f"{self.flow} ({self.trigger}): {outcome}." + (f" {summary}" if summary else "")
-        create_table_artifact(key=self.flow, table=rows or [{"server": "none", "outcome": "no server"}],
-                              description=description)  # fmt: skip
-        run_logger().info("%s", description)
+        return RunReport(self.flow, rows, description)
+
+    def finish(self, summary: str = "") -> dict[str, Any]:
+        """Publish the run's one report; raise SyncFailedError naming the servers whose part failed."""
+        self.report(summary).publish()
         failed = [part for part in self.parts if part.error]
         if failed:
             raise SyncFailedError(

@@ -16,10 +16,14 @@ per section:
   A section without a watermark gets a full sync.
 The watermark is the newest addedAt/updatedAt seen, in the Plex server's own clock (no clock skew).
 
-Pages are fetched by retried tasks and written a page (one transaction) at a time, so memory stays
-bounded by the page size; a full sync keeps only the rating keys it saw, for the deletion. Seasons and
-episodes take their show's ids and genres: a show section lists its shows first, and a show not listed
-in this run (an incremental run) is asked for, 50 at a time.
+Every page has the shape of every flow: a retried fetch task (`fetch_page`), a pure transform
+(`flows._plex_items.to_rows`), a store task (`store_page`, one transaction), so memory stays bounded by
+the page size; a full sync keeps only the rating keys it saw, for the deletion. After a section's pages,
+store tasks set its watermark and link arr ids (`store_progress`) and delete what Plex no longer lists
+(`store_deletions`). Seasons and episodes take their show's ids and genres: a show section lists its
+shows first, and a show not listed in this run (an incremental run) is fetched (`fetch_items`, 50 rating
+keys a request). The run publishes one report (`flows._runs.RunReport`): a row per section, and the
+removal checks' rows.
 
 Removal checks run last, after the section and item syncs of the same run: Plex's answer to them is the
 newest thing the run learns, and nothing later in the run can write back a row they removed (the race the
@@ -29,20 +33,20 @@ original SmartPlex had: a webhook sync listing an item just before Plex dropped 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
-from flows._plex_items import SectionInfo, ShowInfo, choose_sections, latest_change, show_key, to_row
-from flows._plex_removals import RemovalReport, check_removals
+from flows._plex_items import SectionInfo, ShowInfo, choose_sections, latest_change, show_key, to_rows
+from flows._plex_removals import check_removals
 from flows._retry import NETWORK_RETRIES
-from flows._runs import Part, SyncRun, run_logger
+from flows._runs import Opaque, Part, SyncRun, run_logger
 from flows.clients.plex import ItemsPage, PlexClient
+from smartplex_sync.convert import from_epoch
 from smartplex_sync.errors import DeletionGuardError, PermanentServiceError, TransientServiceError
 from smartplex_sync.requests import Mode, PlexLibrarySync, PlexScope, Trigger
 from smartplex_sync.settings import get_settings
@@ -59,6 +63,8 @@ from smartplex_sync.store.media import (
 
 FLOW = "plex-library-sync"
 PROGRESS_EVERY_SECONDS = 5.0
+REMOVAL_CHECKS = "removal checks"
+"""The `section` of a removal check's rows in the run's report."""
 _TASK_OPTIONS: dict[str, Any] = {**NETWORK_RETRIES, "cache_policy": NO_CACHE}
 
 
@@ -128,15 +134,42 @@ class Shows:
         return {key: self.known[key] for key in wanted if key in self.known}
 
 
-def _rows(
-    items: list[dict[str, Any]], server: PlexServer, section: SectionInfo, shows: Shows
-) -> list[dict[str, Any]]:
-    known = shows.of(items)
-    return [to_row(item, server.id, section, known.get(show_key(item) or "")) for item in items]
+@task(cache_policy=NO_CACHE, task_run_name="store {label}")
+def store_page(engine: Engine, rows: Opaque[list[dict[str, Any]]], label: str) -> UpsertResult:
+    """A page of `media_items` rows, in one transaction (idempotent: upserted on server and rating key)."""
+    with engine.begin() as conn:
+        return upsert_media_items(conn, rows.value)
 
 
-def _from_unix(value: int) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
+@task(cache_policy=NO_CACHE)
+def store_progress(
+    engine: Engine, server_id: uuid.UUID, section_id: int | None, newest: int | None, link: bool
+) -> None:
+    """After a section's pages (or single items): its watermark (the newest change seen, unix s) and the
+    arr ids of the rows that changed (`link`), in one transaction."""
+    with engine.begin() as conn:
+        if section_id is not None and newest is not None:
+            set_watermark(conn, server_id, section_id, from_epoch(newest))
+        if link:
+            link_arr_ids(conn, server_id)
+
+
+@task(cache_policy=NO_CACHE)
+def store_deletions(
+    engine: Engine, server: PlexServer, section_id: int, seen: Opaque[set[str]], guard_fraction: float
+) -> int:
+    """Delete the section's rows Plex no longer lists (a full sync), unless the deletion guard refuses."""
+    with engine.begin() as conn:
+        return delete_missing(conn, server.id, section_id, seen.value, guard_fraction, server.name)
+
+
+@task(cache_policy=NO_CACHE)
+def store_server_seen(engine: Engine, server_id: uuid.UUID, machine: str, info: dict[str, Any]) -> None:
+    """The server's machine id, version and platform as its Plex answered `/`."""
+    with engine.begin() as conn:
+        record_server_seen(
+            conn, server_id, machine_id=machine, version=info.get("version"), platform=info.get("platform")
+        )
 
 
 def sync_section(
@@ -166,9 +199,8 @@ def sync_section(
         start = 0
         while True:
             page = fetch_page(client, section.id, type_, start, since)
-            rows = _rows(page.items, server, section, shows)
-            with engine.begin() as conn:
-                report.count(upsert_media_items(conn, rows))
+            rows = to_rows(page.items, server.id, section, shows.of(page.items))
+            report.count(store_page(engine, Opaque(rows), f"s{section.id} {type_} @{start}"))
             seen.update(row["plex_id"] for row in rows)
             newest = max(filter(None, (newest, latest_change(page.items))), default=None)
             start += len(page.items)
@@ -180,17 +212,12 @@ def sync_section(
                 )  # fmt: skip
             if not page.items or start >= page.total_size:
                 break
-    with engine.begin() as conn:
-        if newest is not None:
-            set_watermark(conn, server.id, section.id, _from_unix(newest))
-        if report.added or report.updated:
-            link_arr_ids(conn, server.id)
+    changed = bool(report.added or report.updated)
+    if newest is not None or changed:
+        store_progress(engine, server.id, section.id, newest, link=changed)
     if since is None:
         try:
-            with engine.begin() as conn:
-                report.removed = delete_missing(
-                    conn, server.id, section.id, seen, guard_fraction, server.name
-                )
+            report.removed = store_deletions(engine, server, section.id, Opaque(seen), guard_fraction)
         except DeletionGuardError as exc:
             report.error = str(exc)
             logger.error("%s", exc)
@@ -221,11 +248,10 @@ def sync_items(
             children = fetch_children(client, str(parents.pop()["ratingKey"]))
             items += children
             parents += [child for child in children if child["type"] == "season"]
-        rows += _rows(items, server, SectionInfo.of_item(item), shows)
-    with engine.begin() as conn:
-        report.count(upsert_media_items(conn, rows))
-        if report.added or report.updated:
-            link_arr_ids(conn, server.id)
+        rows += to_rows(items, server.id, SectionInfo.of_item(item), shows.of(items))
+    report.count(store_page(engine, Opaque(rows), report.section))
+    if report.added or report.updated:
+        store_progress(engine, server.id, None, None, link=True)
     report.requests = client.requests_made - requests_before
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -241,13 +267,10 @@ def _check_identity(client: PlexClient, engine: Engine, server: PlexServer) -> N
             f"{server.url} answers as Plex machine {machine}, but server {server.name!r} is machine "
             f"{server.machine_id}: check its URL in SmartPlex (servers.url / preferred_connection_url)",
         )
-    with engine.begin() as conn:
-        record_server_seen(
-            conn, server.id, machine_id=machine, version=info.get("version"), platform=info.get("platform")
-        )
+    store_server_seen(engine, server.id, machine, info)
 
 
-def sync_server(client: PlexClient, run: SyncRun, part: Part, scope: PlexScope) -> RemovalReport | None:
+def sync_server(client: PlexClient, run: SyncRun, part: Part, scope: PlexScope) -> None:
     """One server's part: its sections, items and removal checks."""
     settings, server, engine = run.settings, part.server, run.engine
     _check_identity(client, engine, server)
@@ -290,6 +313,7 @@ def sync_server(client: PlexClient, run: SyncRun, part: Part, scope: PlexScope) 
     part.rows = [asdict(report) for report in reports]
     part.details.update(mode=scope.mode_label, requests=client.requests_made, **totals)
     if removals is not None:
+        part.rows += [{"section": REMOVAL_CHECKS, "mode": "removal", **row} for row in removals.table()]
         part.details["removal_checks"] = removals.summary()
     refused = [report.error for report in reports if report.error]
     if refused:
@@ -300,7 +324,6 @@ def sync_server(client: PlexClient, run: SyncRun, part: Part, scope: PlexScope) 
         raise TransientServiceError("plex", "; ".join([unanswered, *problems]))
     if problems:
         raise ValueError("; ".join(problems))
-    return removals
 
 
 @flow(name=FLOW)
@@ -311,23 +334,24 @@ def plex_library_sync(
     checks; every server when `request` names none."""
     settings = get_settings()
     run = SyncRun(FLOW, "plex", trigger, settings)
-    removal_rows: list[dict[str, Any]] = []
     for server in run.servers(request):
         scope = request.scope_for(server.id)
-        with run.part(server, mode=scope.mode_label) as part:
-            with PlexClient.for_server(server, settings) as client:
-                removals = sync_server(client, run, part, scope)
-            if removals is not None:
-                removal_rows += [{"server": server.name, **row} for row in removals.table()]
-    if removal_rows:
-        _publish_removals(removal_rows)
-    return run.finish()
+        with (
+            run.part(server, mode=scope.mode_label) as part,
+            PlexClient.for_server(server, settings) as client,
+        ):
+            sync_server(client, run, part, scope)
+    return run.finish(removal_summary([part.details for part in run.parts]))
 
 
-def _publish_removals(rows: list[dict[str, Any]]) -> None:
-    removed = [row for row in rows if row.get("rating_key")]
-    create_table_artifact(
-        key="plex-removals",
-        table=rows,
-        description=f"Removal checks: {len(removed)} rows removed or marked inaccessible, by server.",
+def removal_summary(details: list[dict[str, Any]]) -> str:
+    """The report's line about the run's removal checks (their rows are in its table); empty without."""
+    checks = [d["removal_checks"] for d in details if "removal_checks" in d]
+    if not checks:
+        return ""
+    kinds = ("removed", "unavailable", "still_in_plex", "unanswered", "skipped")
+    total = {kind: sum(len(check[kind]) for check in checks) for kind in kinds}
+    return (
+        f"Removal checks: {total['removed'] + total['unavailable']} rows removed or marked unavailable, "
+        f"{total['still_in_plex']} still in Plex, {total['unanswered']} unanswered, {total['skipped']} skipped."
     )

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from flows._arr import sync_arr
 from flows._retry import NETWORK_RETRIES
 from flows._runs import run_logger
-from flows.clients.radarr import RadarrClient
+from flows.clients.radarr import RadarrClient, parse_movie
 from smartplex_sync.models import ArrItem
 from smartplex_sync.requests import RadarrSync, Trigger
 from smartplex_sync.settings import get_settings
@@ -23,15 +23,16 @@ from smartplex_sync.store.accounts import Integration
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
-def fetch_movies(client: RadarrClient) -> list[ArrItem]:
+def fetch_movies(client: RadarrClient) -> list[dict[str, Any]]:
     movies = client.movies()
     run_logger().info("Radarr returned %d movies", len(movies))
     return movies
 
 
 def read_radarr(integration: Integration) -> tuple[list[ArrItem], int]:
+    """Every movie of the integration's Radarr (fetched, then parsed), and the requests it took."""
     with RadarrClient.for_integration(integration, get_settings()) as client:
-        return fetch_movies(client), client.requests_made
+        return [parse_movie(raw) for raw in fetch_movies(client)], client.requests_made
 
 
 @flow(name="radarr-sync")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows._runs import run_logger
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import get_engine, utcnow
 from smartplex_sync.store.queue import delete_finished_before
@@ -32,7 +33,7 @@ def webhook_retention(days: int | None = None) -> int:
     engine = get_engine(settings.sqlalchemy_url)
     deleted = delete_processed_before(engine, cutoff)
     batches = delete_finished_before(engine, cutoff)
-    get_run_logger().info(
+    run_logger().info(
         "deleted %d processed webhook_log rows and %d finished batches older than %s",
         deleted,
         batches,

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from flows._arr import sync_arr
 from flows._retry import NETWORK_RETRIES
 from flows._runs import run_logger
-from flows.clients.sonarr import SonarrClient
+from flows.clients.sonarr import SonarrClient, parse_series
 from smartplex_sync.models import ArrItem
 from smartplex_sync.requests import SonarrSync, Trigger
 from smartplex_sync.settings import get_settings
@@ -23,15 +23,16 @@ from smartplex_sync.store.accounts import Integration
 
 
 @task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
-def fetch_series(client: SonarrClient) -> list[ArrItem]:
+def fetch_series(client: SonarrClient) -> list[dict[str, Any]]:
     series = client.series()
     run_logger().info("Sonarr returned %d series", len(series))
     return series
 
 
 def read_sonarr(integration: Integration) -> tuple[list[ArrItem], int]:
+    """Every series of the integration's Sonarr (fetched, then parsed), and the requests it took."""
     with SonarrClient.for_integration(integration, get_settings()) as client:
-        return fetch_series(client), client.requests_made
+        return [parse_series(raw) for raw in fetch_series(client)], client.requests_made
 
 
 @flow(name="sonarr-sync")

@@ -10,11 +10,16 @@ the server's machine id) is left alone for this server. Plays are upserted by (s
 totals recomputed from all stored plays, so a short window never lowers lifetime totals and running a
 sync twice changes nothing. Each server's run also leaves the `sync_history` row SmartPlex's Tautulli
 admin page reads.
+
+The shape of every flow, per query and page: a retried fetch task (`fetch_history_page`), a pure
+transform (`to_plays`), a store task (`store_plays`, one transaction); then one store task for the
+totals (`store_totals`), and the part's row in the run's one report.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -22,10 +27,12 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine
 
 from flows._retry import NETWORK_RETRIES
-from flows._runs import Part, SyncRun, run_logger
-from flows.clients.tautulli import TautulliClient, TautulliServer, history_after
+from flows._runs import Opaque, Part, SyncRun, run_logger
+from flows.clients.tautulli import HistoryPaging, TautulliClient, TautulliServer, history_after
+from smartplex_sync.convert import blank_to_none, chunked, from_epoch
 from smartplex_sync.requests import TautulliScope, TautulliSync, Trigger
 from smartplex_sync.settings import get_settings
 from smartplex_sync.store import utcnow
@@ -44,10 +51,6 @@ class FetchResult:
     rating_keys: frozenset[str]  # the items the plays touched, with their seasons and shows
 
 
-def _blank_to_none(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
 def _int(value: Any, default: int | None = 0) -> int | None:
     if value is None or value == "":
         return default
@@ -56,35 +59,35 @@ def _int(value: Any, default: int | None = 0) -> int | None:
 
 def _epoch(value: Any) -> datetime | None:
     seconds = _int(value, None)
-    return datetime.fromtimestamp(seconds, UTC) if seconds else None
+    return from_epoch(seconds) if seconds else None
 
 
 def watch_row(row: Mapping[str, Any]) -> dict[str, Any] | None:
     """A `watch_history` row from one get_history row (ids as text, epoch seconds as UTC datetimes);
     None for a row without a row id or rating key, which cannot be stored."""
     row_id = _int(row.get("row_id", row.get("id")), None)
-    rating_key = _blank_to_none(row.get("rating_key"))
+    rating_key = blank_to_none(row.get("rating_key"))
     if row_id is None or rating_key is None:
         return None
     watched_status = row.get("watched_status")
     return {
         "tautulli_row_id": row_id,
         "rating_key": rating_key.strip(),
-        "parent_rating_key": _blank_to_none(row.get("parent_rating_key")),
-        "grandparent_rating_key": _blank_to_none(row.get("grandparent_rating_key")),
-        "plex_user_id": _blank_to_none(row.get("user_id")),
-        "user_name": _blank_to_none(row.get("username") or row.get("user")),
-        "media_type": _blank_to_none(row.get("media_type")),
-        "title": _blank_to_none(row.get("title")),
-        "full_title": _blank_to_none(row.get("full_title")),
+        "parent_rating_key": blank_to_none(row.get("parent_rating_key")),
+        "grandparent_rating_key": blank_to_none(row.get("grandparent_rating_key")),
+        "plex_user_id": blank_to_none(row.get("user_id")),
+        "user_name": blank_to_none(row.get("username") or row.get("user")),
+        "media_type": blank_to_none(row.get("media_type")),
+        "title": blank_to_none(row.get("title")),
+        "full_title": blank_to_none(row.get("full_title")),
         "started_at": _epoch(row.get("started")),
         "stopped_at": _epoch(row.get("stopped")),
         "duration_seconds": _int(row.get("play_duration", row.get("duration"))),
         "paused_seconds": _int(row.get("paused_counter")),
         "percent_complete": _int(row.get("percent_complete")),
         "watched_status": None if watched_status in (None, "") else float(watched_status),
-        "platform": _blank_to_none(row.get("platform")),
-        "player": _blank_to_none(row.get("player")),
+        "platform": blank_to_none(row.get("platform")),
+        "player": blank_to_none(row.get("player")),
     }
 
 
@@ -94,35 +97,66 @@ def fetch_server(client: TautulliClient) -> TautulliServer:
     return client.server_info()
 
 
-@task(**NETWORK_RETRIES, cache_policy=NO_CACHE)
-def sync_history(
-    client: TautulliClient, database_url: str, server_id: Any, after: date | None, rating_keys: list[str]
+@task(**NETWORK_RETRIES, cache_policy=NO_CACHE, task_run_name="history @{start}")
+def fetch_history_page(
+    client: TautulliClient, start: int, after: date | None, rating_keys: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    """One get_history page at `start`, and Tautulli's count of every matching play."""
+    return client.history_page(start, after=after, rating_key=rating_keys)
+
+
+def to_plays(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The `watch_history` rows of a page, and how many of its rows could not be stored."""
+    converted = [watch_row(row) for row in rows]
+    plays = [play for play in converted if play is not None]
+    return plays, len(converted) - len(plays)
+
+
+def touched_keys(plays: list[dict[str, Any]]) -> set[str]:
+    """The items the plays touched, with their seasons and shows: their totals need refreshing."""
+    return {
+        key
+        for play in plays
+        for key in (play["rating_key"], play["parent_rating_key"], play["grandparent_rating_key"])
+        if key
+    }
+
+
+@task(cache_policy=NO_CACHE, task_run_name="store plays")
+def store_plays(engine: Engine, server_id: uuid.UUID, plays: Opaque[list[dict[str, Any]]]) -> UpsertCounts:
+    """A page of plays, in one transaction (idempotent: upserted by Tautulli's row id)."""
+    with engine.begin() as conn:
+        return upsert_plays(conn, server_id, plays.value)
+
+
+@task(cache_policy=NO_CACHE)
+def store_totals(engine: Engine, server_id: uuid.UUID, touched: Opaque[frozenset[str]]) -> tuple[int, int]:
+    """Recompute, from every stored play, the play totals of the touched items and the user_stats of
+    their players, in one transaction; how many of each were refreshed."""
+    with engine.begin() as conn:
+        keys = touched.value
+        return refresh_play_totals(conn, server_id, keys), refresh_user_stats(conn, server_id, keys)
+
+
+def sync_query(
+    client: TautulliClient, engine: Engine, server_id: uuid.UUID, after: date | None, rating_keys: list[str]
 ) -> FetchResult:
-    """Fetch the plays page by page and upsert each page as it comes (memory stays at one page).
-
-    Safe to retry: the upsert is idempotent. Plays written by a failed attempt count as unchanged
-    in the retry's counts.
-    """
-    from smartplex_sync.store import get_engine
-
+    """One query's plays, a page at a time: fetch (retried) → `to_plays` → store, so memory stays at one
+    page and a retry fetches one page again, not the query."""
     logger = run_logger()
-    engine = get_engine(database_url)
+    paging = HistoryPaging()
     counts = UpsertCounts()
     touched: set[str] = set()
     fetched = skipped = 0
     keys = ",".join(rating_keys) if rating_keys else None
-    for page in client.history_pages(after=after, rating_key=keys):
-        converted = [watch_row(row) for row in page.rows]
-        plays = [play for play in converted if play is not None]
-        if len(plays) < len(converted):
-            skipped += len(converted) - len(plays)
-            logger.warning("Skipped %d rows without a row id or rating key", len(converted) - len(plays))
-        with engine.begin() as conn:
-            counts += upsert_plays(conn, server_id, plays)
-        for play in plays:
-            touched.update(
-                filter(None, (play["rating_key"], play["parent_rating_key"], play["grandparent_rating_key"]))
-            )
+    while not paging.done:
+        page = paging.take(*fetch_history_page(client, paging.start, after, keys))
+        plays, unusable = to_plays(page.rows)
+        if unusable:
+            skipped += unusable
+            logger.warning("Skipped %d rows without a row id or rating key", unusable)
+        counts += store_plays(engine, server_id, Opaque(plays))
+        touched |= touched_keys(plays)
         fetched = page.fetched
         logger.info("Fetched and stored %d of %d plays", page.fetched, page.total)
     return FetchResult(fetched - skipped, counts, frozenset(touched))
@@ -134,10 +168,7 @@ def _queries(scope: TautulliScope) -> list[tuple[date | None, list[str]]]:
     if scope.days is not None:
         queries.append((history_after(datetime.now(UTC), scope.days) if scope.days else None, []))
     if scope.days != 0:
-        keys = scope.rating_keys
-        queries += [
-            (None, keys[i : i + RATING_KEYS_PER_QUERY]) for i in range(0, len(keys), RATING_KEYS_PER_QUERY)
-        ]
+        queries += [(None, keys) for keys in chunked(scope.rating_keys, RATING_KEYS_PER_QUERY)]
     return queries
 
 
@@ -155,14 +186,9 @@ def sync_server(client: TautulliClient, run: SyncRun, part: Part, scope: Tautull
             part.details.update(summary)  # the sync_events row says why nothing was synced
             return
         queries = _queries(scope)
-        fetched = [
-            sync_history(client, run.settings.sqlalchemy_url, server.id, after, keys)
-            for after, keys in queries
-        ]
+        fetched = [sync_query(client, run.engine, server.id, after, keys) for after, keys in queries]
         touched = frozenset().union(*(f.rating_keys for f in fetched))
-        with run.engine.begin() as conn:
-            refreshed = refresh_play_totals(conn, server.id, touched)
-            stats = refresh_user_stats(conn, server.id, touched)
+        refreshed, stats = store_totals(run.engine, server.id, Opaque(touched))
         counts = sum((f.counts for f in fetched), UpsertCounts())
         plays = sum(f.plays for f in fetched)
         summary.update(

@@ -28,7 +28,7 @@ WEBHOOK_TAG = "trigger:webhook"
 
 
 class Deployment(StrEnum):
-    """Deployments of `prefect.yaml`. The value is the deployment name; `flow_name` the flow behind it."""
+    """Deployments of `prefect.yaml`. The value is the deployment's name and its flow's."""
 
     PLEX_LIBRARY_SYNC = "plex-library-sync"
     TAUTULLI_SYNC = "tautulli-sync"
@@ -39,7 +39,7 @@ class Deployment(StrEnum):
 
     @property
     def flow_name(self) -> str:
-        return _FLOW_NAMES[self]
+        return self.value
 
     @property
     def full_name(self) -> str:
@@ -47,34 +47,40 @@ class Deployment(StrEnum):
         return f"{self.flow_name}/{self.value}"
 
 
-_FLOW_NAMES = {
-    Deployment.PLEX_LIBRARY_SYNC: "plex-library-sync",
-    Deployment.TAUTULLI_SYNC: "tautulli-sync",
-    Deployment.SONARR_SYNC: "sonarr-sync",
-    Deployment.RADARR_SYNC: "radarr-sync",
-    Deployment.OVERSEERR_SYNC: "overseerr-sync",
-    Deployment.WEBHOOK_RETENTION: "webhook-retention",
-}
+@dataclass(frozen=True)
+class Service:
+    """What every layer knows of one service: its sync deployment and its `sync_schedule` row's defaults.
 
-# The deployment a `sync_schedule` row of each service schedules.
-SCHEDULED_SERVICES: dict[Source, Deployment] = {
-    Source.PLEX: Deployment.PLEX_LIBRARY_SYNC,
-    Source.TAUTULLI: Deployment.TAUTULLI_SYNC,
-    Source.SONARR: Deployment.SONARR_SYNC,
-    Source.RADARR: Deployment.RADARR_SYNC,
-    Source.OVERSEERR: Deployment.OVERSEERR_SYNC,
-}
+    Registered once, in `SERVICES`. The gateway's half of a source (parser, token forms, content types)
+    is `webhook_gateway.sources.SOURCES`; its HTTP client is `flows.clients.CLIENTS`. docs/architecture.md
+    ("Adding a source") lists every file a new one touches.
+    """
+
+    source: Source
+    deployment: Deployment
+    """The sync its `sync_schedule` row schedules, and its settings' prefix (`SMARTPLEX_<SOURCE>_*`)."""
+    scheduled_by_default: bool
+    default_interval_hours: int
 
 
-DEFAULT_SCHEDULES: dict[Source, tuple[bool, int]] = {
-    Source.PLEX: (True, 12),
-    Source.TAUTULLI: (True, 6),
-    Source.SONARR: (False, 24),
-    Source.RADARR: (False, 24),
-    Source.OVERSEERR: (False, 6),
+SERVICES: dict[Source, Service] = {
+    service.source: service
+    for service in (
+        Service(Source.PLEX, Deployment.PLEX_LIBRARY_SYNC, True, 12),
+        Service(Source.TAUTULLI, Deployment.TAUTULLI_SYNC, True, 6),
+        Service(Source.SONARR, Deployment.SONARR_SYNC, False, 24),
+        Service(Source.RADARR, Deployment.RADARR_SYNC, False, 24),
+        Service(Source.OVERSEERR, Deployment.OVERSEERR_SYNC, False, 6),
+    )
 }
-"""(enabled, interval_hours) of each service's `sync_schedule` row, as SmartPlex's migrations 005/006 seed
-them: Plex every 12 h, Tautulli every 6 h, Sonarr, Radarr (24 h) and Overseerr (6 h) present but paused."""
+"""Every service. The defaults are SmartPlex's seed rows (migrations 005/006): Plex every 12 h, Tautulli
+every 6 h, Sonarr, Radarr (24 h) and Overseerr (6 h) present but paused."""
+
+SERVICE_OF: dict[Deployment, Source] = {service.deployment: source for source, service in SERVICES.items()}
+"""The service whose sync each deployment is (every deployment but webhook-retention)."""
+
+if set(SERVICES) != set(Source) or len(SERVICE_OF) != len(SERVICES):
+    raise RuntimeError("SERVICES must name every Source once, each with a deployment of its own")
 
 
 class Action(StrEnum):

@@ -33,13 +33,15 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from smartplex_sync.models import Action, ArrItem, ArrService, Deployment, OverseerrRequest
+from smartplex_sync.models import SERVICE_OF, Action, ArrItem, ArrService, Deployment, OverseerrRequest
 
 Mode = Literal["incremental", "full"]
 SectionType = Literal["movie", "show"]
 Trigger = Literal["webhook", "scheduled", "manual"]
 """How a run came about; SmartPlex's `sync_events.trigger_type`."""
 DEFAULT_HISTORY_DAYS = 7
+ALL_HISTORY = 0
+"""A Tautulli window of 0 days: every play (a first backfill)."""
 """The Tautulli window of a scheduled run, and of a delivery that names no item."""
 
 Stamp = tuple[datetime, str, int]
@@ -80,6 +82,12 @@ class Scope(BaseModel):
     def everything(cls) -> Self:
         """What a scheduled run syncs."""
         return cls()
+
+    @classmethod
+    def by_hand(cls, full: bool) -> Self:
+        """What `smartplex-sync sync <service> [--full]` syncs: a scheduled run's scope unless `full` says
+        more."""
+        return cls.everything()
 
 
 class RemovalCheck(BaseModel):
@@ -193,6 +201,10 @@ class PlexScope(Scope):
     def everything(cls) -> PlexScope:
         return cls(mode="full")
 
+    @classmethod
+    def by_hand(cls, full: bool) -> PlexScope:
+        return cls(mode="full" if full else "incremental")
+
     def merge(self, later: PlexScope) -> PlexScope:
         """The union; `later`'s imports cancel `self`'s removal checks of the same item (never the
         reverse: an item deleted after it was imported is deleted)."""
@@ -244,6 +256,10 @@ class TautulliScope(Scope):
     @classmethod
     def _canonical(cls, values: list[str]) -> list[str]:
         return _sorted_unique(values)
+
+    @classmethod
+    def by_hand(cls, full: bool) -> TautulliScope:
+        return cls(days=ALL_HISTORY if full else DEFAULT_HISTORY_DAYS)
 
     def merge(self, later: TautulliScope) -> TautulliScope:
         return TautulliScope(
@@ -423,6 +439,9 @@ PARAMETERS: dict[Deployment, type[SyncParameters[Any]]] = {
     for model in (PlexLibrarySync, TautulliSync, SonarrSync, RadarrSync, OverseerrSync)
 }
 """The parameter model of every sync deployment."""
+
+if set(PARAMETERS) != set(SERVICE_OF):
+    raise RuntimeError("every service's deployment needs its SyncParameters model, and only those")
 
 
 def merge_requests(requests: Iterable[tuple[Stamp, SyncParameters[Any]]]) -> SyncParameters[Any]:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Engine
 
-from smartplex_sync.models import SCHEDULED_SERVICES, Deployment, Source
+from smartplex_sync.models import SERVICE_OF, SERVICES, Deployment, Source
 from smartplex_sync.requests import PARAMETERS
 from smartplex_sync.store.accounts import servers_of
 from smartplex_sync.store.engine import utcnow
@@ -147,7 +147,7 @@ def describe(row: ScheduleRow, decision: Decision) -> tuple[list[str], list[str]
 
 def schedule_parameters(service: str, server_ids: list[uuid.UUID]) -> dict[str, Any]:
     """A row's schedule parameters: a scheduled run of these servers."""
-    deployment = SCHEDULED_SERVICES[Source(service)]
+    deployment = SERVICES[Source(service)].deployment
     return {"request": PARAMETERS[deployment].scheduled(server_ids).to_json(), "trigger": "scheduled"}
 
 
@@ -286,7 +286,7 @@ async def _mirror_row(
     schedule: Any,
     prefer_table: bool,
 ) -> RowOutcome:
-    deployment = SCHEDULED_SERVICES[Source(row.service)]
+    deployment = SERVICES[Source(row.service)].deployment
     side = PrefectSide(deployment_id, schedule)
     server_ids = await asyncio.to_thread(_servers_of_row, engine, row)
     notes = []
@@ -345,8 +345,8 @@ async def mirror_once(engine: Engine, client: PrefectClient, *, prefer_table: bo
     rows = await asyncio.to_thread(read_schedules, engine)
     notes = [f"{seeded} default sync_schedule rows added"] if seeded else []
     outcomes = []
-    for deployment in sorted(set(SCHEDULED_SERVICES.values())):
-        mine = [row for row in rows if SCHEDULED_SERVICES[Source(row.service)] is deployment]
+    for deployment in sorted(SERVICE_OF):
+        mine = [row for row in rows if SERVICES[Source(row.service)].deployment is deployment]
         try:
             found = await client.read_deployment_by_name(deployment.full_name)
         except ObjectNotFound:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from smartplex_sync.models import SERVICE_OF, Deployment, Source
+
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-WEBHOOK_SOURCES = ("plex", "tautulli", "sonarr", "radarr", "overseerr")
 
 
 def normalize_database_url(url: str) -> str:
@@ -89,12 +90,6 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(
         300, ge=1, description="Deliveries each source may send at once before the rate limit applies."
     )
-    coalesce_strategy: Literal["merge", "bucket"] = Field(
-        "merge",
-        description="merge: one run per deployment per burst (windows below); bucket: the earlier rule, "
-        "one run per parameter set and fixed COALESCE_SECONDS bucket (kept to measure against).",
-    )
-    coalesce_seconds: int = Field(10, ge=1, description="Bucket width of the bucket strategy.")
     plex_quiet_seconds: float = Field(2.0, ge=0, description="plex-library-sync: run after this quiet.")
     plex_max_wait_seconds: float = Field(20.0, ge=0, description="plex-library-sync: run by then anyway.")
     tautulli_quiet_seconds: float = Field(2.0, ge=0)
@@ -173,7 +168,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_open_gateway(self) -> Settings:
-        open_sources = [source for source in WEBHOOK_SOURCES if self.source_token(source) is None]
+        open_sources = [source for source in Source if self.source_token(source) is None]
         if open_sources and self.gateway_host not in LOOPBACK_HOSTS:
             names = ", ".join(f"SMARTPLEX_{source.upper()}_WEBHOOK_TOKEN" for source in open_sources)
             raise ValueError(
@@ -182,9 +177,9 @@ class Settings(BaseSettings):
             )
         return self
 
-    def coalescing_window(self, deployment: str) -> tuple[float, float]:
-        """`(quiet, max_wait)` seconds of a deployment (`plex-library-sync` → SMARTPLEX_PLEX_*)."""
-        service = deployment.split("-", 1)[0]
+    def coalescing_window(self, deployment: Deployment) -> tuple[float, float]:
+        """`(quiet, max_wait)` seconds of a sync deployment: its service's (SMARTPLEX_PLEX_* for Plex's)."""
+        service = SERVICE_OF[deployment].value
         return getattr(self, f"{service}_quiet_seconds"), getattr(self, f"{service}_max_wait_seconds")
 
     def source_token(self, source: str) -> SecretStr | None:

@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI, Request
 from sqlalchemy import Engine
 
-from flows._arr import SHOWN_UNMATCHED, store_and_link
-from flows._runs import Part
+from flows._arr import SHOWN_UNMATCHED, report_part, store_arr_items
+from flows._runs import Opaque, Part
 from flows.clients.overseerr import OverseerrClient, parse_request
 from flows.clients.radarr import RadarrClient, parse_movie
 from flows.clients.sonarr import SonarrClient, parse_series
@@ -99,10 +99,10 @@ def test_sonarr_and_radarr_clients_read_the_simulators() -> None:
     radarr = radarr_sim.create_radarr_app(count=9, seed=2)
     with serve_in_thread(sonarr) as sonarr_url, serve_in_thread(radarr) as radarr_url:
         with SonarrClient(sonarr_url, "sonarr-api-key") as client:
-            series = client.series()
+            series = [parse_series(raw) for raw in client.series()]
             assert client.check().startswith(f"Sonarr {sonarr_sim.SONARR_VERSION} at {sonarr_url}")
         with RadarrClient(radarr_url, "radarr-api-key") as client:
-            movies = client.movies()
+            movies = [parse_movie(raw) for raw in client.movies()]
             assert "Radarr" in client.check()
         with SonarrClient(sonarr_url, "nope") as client, pytest.raises(PermanentServiceError) as failure:
             client.series()
@@ -118,13 +118,13 @@ def test_overseerr_pages_with_take_and_skip() -> None:
     with serve_in_thread(app) as url, OverseerrClient(url, "overseerr-api-key") as client:
         pages = [client.request_page(skip, 10) for skip in (0, 10, 20)]
         assert "acts as admin" in client.check()
-    assert [(p.page, p.pages, p.total, len(p.requests)) for p in pages] == [
+    assert [(p.page, p.pages, p.total, len(p.results)) for p in pages] == [
         (1, 3, 23, 10),
         (2, 3, 23, 10),
         (3, 3, 23, 3),
     ]
     assert [p.is_last for p in pages] == [False, False, True]
-    ids = [r.request_id for p in pages for r in p.requests]
+    ids = [parse_request(raw).request_id for p in pages for raw in p.results]
     assert ids == list(range(23, 0, -1))  # newest first, none twice
 
 
@@ -233,7 +233,7 @@ def test_a_parts_artifact_row_lists_a_bounded_number_of_unmatched_titles(engine:
         [server] = plex_servers(conn, [server_id])
     movies = [ArrItem("radarr", i, f"t{i - 6}" if i > 5 else f"in plex {i}", tmdb_id=i) for i in range(1, 31)]
     part = Part(server)
-    store_and_link(engine, part, "radarr", movies, full=False)
+    report_part(part, movies, store_arr_items.fn(engine, server.id, "radarr", Opaque(movies), full=False))
     assert {
         k: part.details[k] for k in ("received", "matched", "unmatched", "removed", "library_unlinked")
     } == {
@@ -339,7 +339,7 @@ def test_radarr_deletes_through_its_api_and_sends_its_webhooks(
         assert answer.status_code == 200
         assert httpx.get(f"{base}/api/v3/movie/{first['id']}", headers=key).status_code == 404
         with RadarrClient(base, "radarr-api-key") as client:
-            movies = {m.arr_id: m for m in client.movies()}
+            movies = {m.arr_id: m for m in map(parse_movie, client.movies())}
         assert httpx.delete(f"{base}/api/v3/movie/{first['id']}", headers=key).status_code == 404
     assert set(movies) == {second["id"], 3}
     assert second["hasFile"] is False and "movieFile" not in second

@@ -25,10 +25,13 @@ from tests.support.factories import add_server, add_user
 from webhook_gateway import senders
 from webhook_gateway.app import create_app
 from webhook_gateway.attribution import Sender
-from webhook_gateway.auth import ACCEPTED_FORMS, Form, is_local, token_matches
+from webhook_gateway.auth import is_local, token_matches
 from webhook_gateway.senders import Senders
+from webhook_gateway.sources import SOURCES as WEBHOOK_SOURCES
+from webhook_gateway.sources import Form
 
 SOURCES = ("plex", "tautulli", "sonarr", "radarr", "overseerr")
+ACCEPTED_FORMS = {source.value: webhook.token_forms for source, webhook in WEBHOOK_SOURCES.items()}
 TOKENS = {source: f"{source}-door-Zq81x" for source in SOURCES}
 ADMIN_TOKEN = "admin-door-Wk27p"
 BODIES: dict[str, dict[str, Any]] = {

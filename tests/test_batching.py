@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from smartplex_sync.models import Deployment
 from smartplex_sync.requests import PlexLibrarySync, PlexScope, TautulliScope, TautulliSync
 from smartplex_sync.store.queue import QueuedRequest
-from webhook_gateway.batching import MAX_BATCH, Window, new_batch, plan_buckets, plan_merged
+from webhook_gateway.batching import MAX_BATCH, Window, new_batch, plan_merged
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 WINDOW = Window(quiet=2, max_wait=20)
@@ -154,40 +154,10 @@ def test_a_batch_merges_each_server_on_its_own_and_tags_the_servers_it_syncs() -
     assert not [t for t in every_server.tags if t.startswith("server:")]
 
 
-def test_the_same_scope_on_two_servers_is_two_bucket_lanes() -> None:
-    movies = PlexScope(section_types=["movie"])
-    waiting = [
-        request(1, 1, parameters=plex(movies, SERVER).to_json()),
-        request(2, 2, parameters=plex(movies, OTHER).to_json()),
-    ]
-    plan = plan_buckets(
-        LIBRARY, waiting, at(11), 10, busy_lanes=set(), server_names={SERVER: "A", OTHER: "B"}
-    )
-    assert sorted(batch_ids(plan)) == [[1], [2]]
-    assert sorted(t for b in plan.batches for t in b.tags if t.startswith("server:")) == [
-        "server:A",
-        "server:B",
-    ]
-
-
 def test_a_backlog_drains_in_batches_of_at_most_max_batch() -> None:
     waiting = [request(i, 0) for i in range(1, MAX_BATCH + 11)]
     [batch] = plan_merged(LIBRARY, waiting, at(30), WINDOW, busy=False).batches
     assert len(batch.requests) == MAX_BATCH
-
-
-def test_buckets_split_by_parameters_and_bucket_and_ignore_a_run_in_progress() -> None:
-    movies = plex(PlexScope(section_types=["movie"])).to_json()
-    shows = plex(PlexScope(section_types=["show"])).to_json()
-    waiting = [
-        request(1, 1, parameters=movies),
-        request(2, 3, parameters=movies),
-        request(3, 4, parameters=shows),
-        request(4, 12, parameters=movies),
-    ]
-    plan = plan_buckets(LIBRARY, waiting, at(11), 10, busy_lanes=set())
-    assert sorted(batch_ids(plan)) == [[1, 2], [3]]
-    assert plan.wake_at == at(20)
 
 
 # --- properties -------------------------------------------------------------------------------------

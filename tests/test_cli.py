@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.context import refresh_global_settings_context
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
@@ -223,15 +223,13 @@ def test_last_webhook_of_each_source(engine: Engine) -> None:
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for name in ("PLEX", "TAUTULLI", "SONARR", "RADARR", "OVERSEERR"):
         monkeypatch.delenv(f"SMARTPLEX_{name}_URL", raising=False)
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # the CLI sets it: restored afterwards
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("SMARTPLEX_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("SMARTPLEX_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
     get_engine.cache_clear()
-    monkeypatch.undo()  # the CLI pointed Prefect's settings at its own PREFECT_API_URL: read them again
-    refresh_global_settings_context()
 
 
 def doctor() -> list[str]:
@@ -257,3 +255,19 @@ def test_doctor_fails_with_fixes_when_nothing_is_set_up() -> None:
         "· no Plex server in SmartPlex's servers (set SMARTPLEX_PLEX_URL, or add one in SmartPlex)" in lines
     )
     assert "· webhooks from plex: none received yet" in lines
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_a_command_leaves_the_environment_and_prefect_s_settings_as_it_found_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI points Prefect at the stack and reads `make run`'s demo.env for the command only."""
+    stack_port = free_port()
+    monkeypatch.setenv("SMARTPLEX_PREFECT_PORT", str(stack_port))
+    (tmp_path / "demo.env").write_text("SMARTPLEX_PLEX_URL=http://127.0.0.1:9\n")
+    environment, api_url = dict(os.environ), get_current_settings().api.url
+    result = CliRunner().invoke(app, ["doctor"])
+    assert "(demo mode: services from" in result.output
+    assert f"Prefect not reachable at http://127.0.0.1:{stack_port}/api" in result.output  # the stack's
+    assert dict(os.environ) == environment
+    assert get_current_settings().api.url == api_url

@@ -62,6 +62,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Table, delete, select
 
+from flows.library_sync import REMOVAL_CHECKS
 from simulators import plex as plex_sim
 from simulators import radarr, sonarr, tautulli
 from simulators.demo import history_item
@@ -815,8 +816,13 @@ def test_the_database_tells_the_truth(services: Services) -> None:
         ),
     )
     stats = services.stats
-    checks = [a for a in services.artifacts if a["key"] == "plex-removals"]
-    removed = sum(1 for a in checks for row in a["table"] if row["rating_key"])
+    checks = [
+        rows
+        for a in services.artifacts
+        if a["key"] == "plex-library-sync"
+        and (rows := [row for row in a["table"] if row.get("section") == REMOVAL_CHECKS])
+    ]
+    removed = sum(1 for rows in checks for row in rows if row["rating_key"])
     print(f"\nmodel: {stats}")
     print(f"\nmodel: {stats.get('checks', 0)} merged runs with removal checks, {stats['examples']} examples, {stats['steps']} steps, {stats['runs']} runs, "
           f"{time.monotonic() - started:.0f} s, 0 violations; {len(checks)} runs with removal checks removed "

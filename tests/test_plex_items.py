@@ -19,6 +19,7 @@ from flows._plex_items import (
     latest_change,
     show_key,
     to_row,
+    to_rows,
 )
 from smartplex_sync.requests import PlexScope
 from smartplex_sync.store.media import PLEX_COLUMNS
@@ -354,3 +355,15 @@ def test_sections_by_id_by_type_or_all_video_sections() -> None:
     assert chosen(rating_keys=["9"]) == ([], [])  # single items only: no section
     with pytest.raises(ValueError, match="section_types"):
         PlexScope(section_types=["artist"])
+
+
+def test_to_rows_gives_each_item_its_show_when_known_and_its_own_ids_otherwise() -> None:
+    orphan = {**EPISODE, "ratingKey": "5001", "grandparentRatingKey": "4999", "parentRatingKey": "4998"}
+    rows = to_rows([SHOW, EPISODE, orphan], SERVER, SHOWS, {"3999": SHOW_INFO})
+    assert rows == [
+        to_row(SHOW, SERVER, SHOWS),
+        to_row(EPISODE, SERVER, SHOWS, SHOW_INFO),
+        to_row(orphan, SERVER, SHOWS),
+    ]
+    assert rows[1]["tmdb_id"] == 1399 and rows[2]["tmdb_id"] == 99  # the show's ids, else the episode's own
+    assert to_rows([], SERVER, SHOWS, {}) == []

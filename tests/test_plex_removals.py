@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, select, update
 
+import flows._plex_removals as plex_removals
 from flows._plex_items import SectionInfo, ShowInfo, show_key, to_row
 from flows._plex_removals import (
     Candidates,
@@ -34,6 +35,14 @@ from tests.conftest import both_backends
 from tests.support.factories import add_server, add_user
 
 TOKEN = "removal-token"
+
+
+@pytest.fixture(autouse=True)
+def _tasks_as_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks' fetch and store tasks as plain functions: no Prefect, and no retries (an error is the
+    answer these tests read); the retries themselves are Prefect's, and `flows._retry`'s."""
+    for name in ("fetch_batch", "store_decision"):
+        monkeypatch.setattr(plex_removals, name, getattr(plex_removals, name).fn)
 
 
 def one_item(client: PlexClient, rating_key: str) -> dict[str, Any] | None:

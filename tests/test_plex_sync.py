@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select, update
 
 import flows.library_sync as library_sync
 from deployments.processes import free_port
-from flows.library_sync import plex_library_sync
+from flows.library_sync import REMOVAL_CHECKS, plex_library_sync
 from simulators import radarr
 from simulators.plex import Fault, SimulatorState, create_plex_app
 from simulators.plex_library import EPISODE, SEASON, Item, PlexLibrary
@@ -587,7 +587,10 @@ def test_random_changes_and_syncs_match_the_truth(
     monkeypatch.setenv("SMARTPLEX_DELETE_GUARD_FRACTION", "1")
     monkeypatch.setenv("SMARTPLEX_PLEX_PAGE_SIZE", "100")  # paging is tested above
     get_settings.cache_clear()
-    library = small_library(seed, movies=4, shows=1, seasons_per_show=1, episodes_per_season=2)
+    library = small_library(
+        seed, movies=4, shows=1, seasons_per_show=1, episodes_per_season=2,
+        machine_identifier=uuid.uuid4().hex,  # examples share the world: two with one seed are two servers
+    )  # fmt: skip
     library.empty_trash_after_scan = False
     plex = world.plex(library, name=f"Plex {seed}")  # a server of its own for each example
 
@@ -664,9 +667,11 @@ def test_a_radarr_delete_removes_the_row_once_plex_scanned_and_shows_it_in_the_a
     result = run(request, "webhook")["servers"][str(plex.server_id)]
     assert result["removal_checks"]["removed"] == [str(movie.rating_key)]
     assert database(world.engine, plex.server_id) == truth(plex.library)
-    removals = [a for a in world.artifacts if a["key"] == "plex-removals"]
-    assert removals[-1]["table"][0]["server"] == "Plex"
-    assert removals[-1]["table"][0]["rating_key"] == str(movie.rating_key)
+    assert [a["key"] for a in world.artifacts] == ["plex-library-sync"] * 3  # one report per run
+    report = world.artifacts[-1]
+    (removal,) = [row for row in report["table"] if row["section"] == REMOVAL_CHECKS]
+    assert removal["server"] == "Plex" and removal["rating_key"] == str(movie.rating_key)
+    assert "Removal checks: 1 rows removed or marked unavailable" in report["description"]
     assert events(world.engine)[-1].items_removed == 1
 
 

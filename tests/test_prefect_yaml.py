@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from smartplex_sync.models import DEFAULT_SCHEDULES, SCHEDULED_SERVICES, WORK_POOL, Deployment
+from smartplex_sync.models import SERVICE_OF, SERVICES, WORK_POOL, Deployment
 from smartplex_sync.requests import PARAMETERS
 from smartplex_sync.schedule_mirror import schedule_parameters
 
@@ -38,14 +38,15 @@ def test_every_deployment_has_a_pool_a_limit_and_a_collision_strategy() -> None:
 def test_sync_deployments_declare_no_schedule_and_retention_runs_daily() -> None:
     """Each sync_schedule row becomes a schedule of its own (the mirror's); a `schedules:` key here would
     make every `prefect deploy` replace them. Retention is ours alone: daily."""
-    for deployment in SCHEDULED_SERVICES.values():
+    for deployment in SERVICE_OF:
         assert "schedules" not in DEPLOYMENTS[deployment.value], deployment
     [retention] = DEPLOYMENTS["webhook-retention"]["schedules"]
     assert (retention["interval"], retention["active"]) == (24 * 3600, True)
 
 
 def test_the_default_schedules_are_the_seed_guides() -> None:
-    assert {service.value: value for service, value in DEFAULT_SCHEDULES.items()} == {
+    defaults = {s.source.value: (s.scheduled_by_default, s.default_interval_hours) for s in SERVICES.values()}
+    assert defaults == {
         "plex": (True, 12),
         "tautulli": (True, 6),
         "sonarr": (False, 24),
@@ -56,7 +57,7 @@ def test_the_default_schedules_are_the_seed_guides() -> None:
 
 def test_a_schedules_parameters_are_what_its_flow_accepts() -> None:
     server = uuid.uuid4()
-    for service, deployment in SCHEDULED_SERVICES.items():
+    for deployment, service in SERVICE_OF.items():
         path, function = DEPLOYMENTS[deployment.value]["entrypoint"].split(":")
         flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
         validated = flow.validate_parameters(schedule_parameters(service.value, [server]))

@@ -3,7 +3,6 @@ batches nothing points at any more; never an unprocessed delivery, its requests 
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -75,11 +74,11 @@ def test_deletes_old_processed_rows_only(engine: Engine) -> None:
 
 @pytest.fixture
 def run_retention(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[Any]:
-    """The flow's body on the test database, its artifact and logger kept in memory."""
+    """The flow's body on the test database, its artifact kept in memory (it logs to a plain logger:
+    `run_logger` outside a run)."""
     artifacts: list[dict[str, Any]] = []
     monkeypatch.setenv("SMARTPLEX_DATABASE_URL", database_url)
     monkeypatch.setattr(retention, "create_markdown_artifact", lambda **artifact: artifacts.append(artifact))
-    monkeypatch.setattr(retention, "get_run_logger", lambda: logging.getLogger("retention-test"))
     get_settings.cache_clear()
 
     def run(days: int) -> tuple[int, list[dict[str, Any]]]:

@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, tempor
 from sqlalchemy import Engine, func, select, text, update
 
 from deployments.processes import free_port
-from smartplex_sync.models import DEFAULT_SCHEDULES
+from smartplex_sync.models import SERVICES
 from smartplex_sync.requests import TautulliSync
 from smartplex_sync.schedule_mirror import (
     Decision,
@@ -69,7 +69,8 @@ def row(enabled: bool, hours: int, synced: tuple[bool, int] | None) -> ScheduleR
 
 
 def test_the_default_schedules_are_smartplex_s_seed_rows() -> None:
-    assert {source.value: value for source, value in DEFAULT_SCHEDULES.items()} == DEFAULTS
+    defaults = {s.source.value: (s.scheduled_by_default, s.default_interval_hours) for s in SERVICES.values()}
+    assert defaults == DEFAULTS
 
 
 def test_a_row_s_slug_names_it_for_its_life() -> None:

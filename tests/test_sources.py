@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, Deployment, Source
+from smartplex_sync.models import SERVICES, Action, Deployment, Source
 from smartplex_sync.requests import OverseerrScope, ParsedDelivery, PlexScope, TautulliScope
-from webhook_gateway.sources import PARSERS, parse
+from smartplex_sync.settings import Settings
+from webhook_gateway.sources import SOURCES, Form, parse
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURES / "expected.json").read_text())
@@ -86,8 +87,32 @@ def test_fixtures_cover_every_event_of_the_service(source: Source, events: set[s
     assert events <= covered
 
 
-def test_a_parser_for_every_source() -> None:
-    assert set(PARSERS) == set(Source)
+def test_every_source_is_registered_once_with_the_deployments_it_feeds() -> None:
+    assert set(SOURCES) == set(Source)
+    for path, outcome in OUTCOMES.items():
+        source = Source(path.split("/", 1)[0])
+        for request in outcome["requests"]:
+            assert Deployment(request["deployment"]) in SOURCES[source].feeds, path
+    fed = {source: {Deployment(r["deployment"]) for p, o in OUTCOMES.items() if p.startswith(f"{source}/")
+                    for r in o["requests"]} for source in Source}  # fmt: skip
+    assert {source: SOURCES[source].feeds for source in Source} == fed  # no deployment it never asks for
+
+
+def test_each_sender_carries_its_token_as_its_settings_allow() -> None:
+    """Plex takes only a URL; Tautulli a JSON Headers box; Sonarr and Radarr a username/password or
+    headers; Overseerr an Authorization Header box (docs/webhooks.md)."""
+    assert {source: SOURCES[source].token_forms for source in Source} == {
+        Source.PLEX: (Form.QUERY,),
+        Source.TAUTULLI: (Form.BEARER, Form.HEADER),
+        Source.SONARR: (Form.BASIC, Form.BEARER, Form.HEADER),
+        Source.RADARR: (Form.BASIC, Form.BEARER, Form.HEADER),
+        Source.OVERSEERR: (Form.BEARER,),
+    }
+
+
+@pytest.mark.parametrize("source", list(Source))
+def test_each_source_s_openapi_example_is_a_delivery_it_reads(source: Source) -> None:
+    assert parse(source, SOURCES[source].example).event_type != "unknown"
 
 
 @pytest.mark.parametrize("source", list(Source))
@@ -501,3 +526,14 @@ def test_an_overseerr_delivery_without_a_subject_leaves_the_title_unknown() -> N
         assert request.scope.requests[0].title is None  # None never overwrites a title stored before
     del payload["subject"]
     assert parse(Source.OVERSEERR, payload).requests[0].scope.requests[0].title is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("source", list(Source))
+def test_every_source_has_the_settings_the_gateway_reads_by_its_name(source: Source) -> None:
+    fields = Settings.model_fields
+    for suffix in ("webhook_token", "quiet_seconds", "max_wait_seconds", "url"):
+        assert f"{source.value}_{suffix}" in fields, suffix
+    own = Settings.model_validate(
+        {f"{source.value}_quiet_seconds": 3.5, f"{source.value}_max_wait_seconds": 7}
+    )
+    assert own.coalescing_window(SERVICES[source].deployment) == (3.5, 7.0)

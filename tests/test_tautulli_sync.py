@@ -26,8 +26,17 @@ from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, te
 from sqlalchemy import Engine, delete, select, update
 
 from deployments.processes import free_port
-from flows.clients.tautulli import TautulliClient, history_after
-from flows.tautulli_sync import fetch_server, sync_history, tautulli_sync, watch_row
+from flows._runs import Opaque
+from flows.clients.tautulli import HistoryPaging, TautulliClient, history_after
+from flows.tautulli_sync import (
+    fetch_history_page,
+    fetch_server,
+    store_plays,
+    tautulli_sync,
+    to_plays,
+    touched_keys,
+    watch_row,
+)
 from simulators.serving import serve_in_thread
 from simulators.tautulli import HistoryItem, Play, SimulatorState, TautulliHistory, create_tautulli_app
 from smartplex_sync.errors import PermanentServiceError, SyncFailedError, TransientServiceError
@@ -530,18 +539,20 @@ def test_two_servers_with_the_same_rating_keys_keep_their_plays_apart(setup: Set
     )
 
 
-def test_transient_failures_are_retried_and_a_refused_key_is_not(
-    prefect_setup: Setup, database_url: str
-) -> None:
+def test_transient_failures_are_retried_and_a_refused_key_is_not(prefect_setup: Setup) -> None:
     setup = prefect_setup
     played = setup.history.add_play(
         ITEMS[0], started=datetime.now(UTC) - timedelta(hours=1), percent_complete=100
     )
-    fast_sync = sync_history.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+    fast_fetch = fetch_history_page.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
     with TautulliClient(setup.url, KEY, timeout=0.3) as client:
         setup.state.inject(503, 0.6, 502)
-        result = fast_sync(client, database_url, setup.server_id, None, [])
-        assert (result.plays, result.counts.new, client.requests_made) == (
+        rows, total = fast_fetch(client, 0, None, None)
+        plays, unusable = to_plays(rows)
+        counts = store_plays(setup.engine, setup.server_id, Opaque(plays))
+        assert (len(plays), unusable, total, counts.new, client.requests_made) == (
+            1,
+            0,
             1,
             1,
             4,
@@ -610,3 +621,40 @@ def test_watch_row_reads_tautullis_loose_types() -> None:
     assert (stored["percent_complete"], stored["watched_status"], stored["platform"]) == (97, 0.75, None)
     assert watch_row({"row_id": 1, "rating_key": ""}) is None
     assert watch_row({"row_id": None, "rating_key": 5}) is None
+
+
+def test_to_plays_keeps_the_storable_rows_and_counts_the_others() -> None:
+    rows = [
+        {"row_id": 1, "rating_key": 10, "parent_rating_key": 9, "grandparent_rating_key": 8},
+        {"row_id": 2, "rating_key": ""},
+        {"rating_key": 11},
+        {"id": 3, "rating_key": 12, "parent_rating_key": "", "grandparent_rating_key": None},
+    ]
+    plays, unusable = to_plays(rows)
+    assert [play["tautulli_row_id"] for play in plays] == [1, 3] and unusable == 2
+    assert touched_keys(plays) == {"10", "9", "8", "12"}
+    assert to_plays([]) == ([], 0) and touched_keys([]) == set()
+
+
+def test_history_paging_passes_each_row_on_once_and_stops_at_the_last_page() -> None:
+    paging = HistoryPaging(page_size=2)
+    first = paging.take([{"row_id": 1}, {"row_id": 2}], total=5)
+    assert ([r["row_id"] for r in first.rows], first.fetched, paging.start, paging.done) == (
+        [1, 2],
+        2,
+        2,
+        False,
+    )
+    # a play finished meanwhile: row 2 shifted onto this page, and a session in progress has no id
+    second = paging.take([{"row_id": 2}, {"row_id": None}], total=6)
+    assert ([r["row_id"] for r in second.rows], second.fetched, paging.start, paging.done) == (
+        [],
+        2,
+        4,
+        False,
+    )
+    last = paging.take([{"id": 3}], total=6)
+    assert ([r["id"] for r in last.rows], last.fetched, paging.start, paging.done) == ([3], 3, 5, True)
+    exact = HistoryPaging(page_size=2)
+    exact.take([{"row_id": 1}, {"row_id": 2}], total=2)
+    assert exact.done  # a full page that reaches Tautulli's count is the last: no empty page is asked for

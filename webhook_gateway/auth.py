@@ -2,15 +2,8 @@
 
 A webhook token (the source's own `SMARTPLEX_<SOURCE>_WEBHOOK_TOKEN`, else the shared
 `SMARTPLEX_WEBHOOK_TOKEN`, or a SmartPlex user's webhook secret) is accepted only in the forms its sender
-can send, so that a token leaked from one sender's settings opens that sender's endpoint and nothing else:
-
-| source    | forms                                                                          |
-|-----------|--------------------------------------------------------------------------------|
-| plex      | `?token=` (Plex can send nothing else)                                         |
-| tautulli  | `Authorization: Bearer`, `X-Webhook-Token` (its JSON Headers box)              |
-| sonarr    | Basic auth password, `Authorization: Bearer`, `X-Webhook-Token` (its Headers)  |
-| radarr    | as Sonarr                                                                      |
-| overseerr | `Authorization: Bearer <token>` or the bare token (its Authorization Header)   |
+can send (each source's `token_forms`, in `webhook_gateway.sources`; docs/webhooks.md has the table), so
+that a token leaked from one sender's settings opens that sender's endpoint and nothing else.
 
 The admin endpoints take `Authorization: Bearer <SMARTPLEX_ADMIN_TOKEN>` (or a Supabase session token,
 see `supabase_auth`), never a webhook token and never a URL.
@@ -30,27 +23,10 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
-from enum import StrEnum
 
 from starlette.requests import Request
 
-
-class Form(StrEnum):
-    """A way a sender can carry its token."""
-
-    QUERY = "?token= in the URL"
-    BEARER = "Authorization: Bearer <token>"
-    HEADER = "X-Webhook-Token: <token>"
-    BASIC = "Basic auth password"
-
-
-ACCEPTED_FORMS: dict[str, tuple[Form, ...]] = {
-    "plex": (Form.QUERY,),
-    "tautulli": (Form.BEARER, Form.HEADER),
-    "sonarr": (Form.BASIC, Form.BEARER, Form.HEADER),
-    "radarr": (Form.BASIC, Form.BEARER, Form.HEADER),
-    "overseerr": (Form.BEARER,),
-}
+from webhook_gateway.sources import Form
 
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "via")
 

@@ -6,19 +6,13 @@ the deployment is idle (no open batch: at most one run of ours at a time, so a b
 a run becomes one follow-up run) and the burst has gone quiet: `quiet` seconds since the newest ready
 request, or `max_wait` seconds since the oldest, whichever comes first. Its parameters are the merge of
 every request (`smartplex_sync.requests.merge_requests`).
-
-`plan_buckets` (what we did before, kept to measure against): requests with the same parameters whose
-deliveries fell in the same fixed bucket of `bucket` seconds share a run, due at the bucket's end, and
-nothing waits for a run in progress (Prefect's concurrency limit queues them instead).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -105,33 +99,3 @@ def plan_merged(
     if now < due_at:
         return Plan(wake_at=_earliest(due_at, held))
     return Plan((new_batch(deployment, ready, server_names=server_names),), wake_at=held)
-
-
-def _bucket_lane(request: QueuedRequest, bucket: int) -> tuple[str, datetime]:
-    canonical = json.dumps(request.parameters, sort_keys=True, separators=(",", ":"))
-    start = int(request.received_at.timestamp() // bucket) * bucket
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    return f"{digest}:{start}", datetime.fromtimestamp(start + bucket, UTC)
-
-
-def plan_buckets(
-    deployment: Deployment,
-    waiting: Sequence[QueuedRequest],
-    now: datetime,
-    bucket: int,
-    busy_lanes: set[str],
-    server_names: Mapping[UUID, str] | None = None,
-) -> Plan:
-    """One batch per (parameters, bucket) whose bucket has ended and whose requests are all ready."""
-    lanes: dict[str, tuple[datetime, list[QueuedRequest]]] = {}
-    for request in waiting:
-        lane, ends = _bucket_lane(request, max(bucket, 1))
-        lanes.setdefault(lane, (ends, []))[1].append(request)
-    batches, wake_at = [], None
-    for lane, (ends, requests) in sorted(lanes.items()):
-        due_at = max([ends, *(r.ready_at for r in requests)])
-        if lane in busy_lanes or now < due_at:
-            wake_at = _earliest(wake_at, None if lane in busy_lanes else due_at)
-            continue
-        batches.append(new_batch(deployment, requests[:MAX_BATCH], lane, server_names))
-    return Plan(tuple(batches), wake_at)

@@ -63,35 +63,25 @@ def record(
     `scan_grace`: SMARTPLEX_PLEX_SCAN_GRACE_SECONDS, for requests that wait for Plex's scan."""
     user_id = sender.user_id if sender else None
     if parsed is not None and error is None and sender is not None:
+        attribution = None
         if parsed.requests or parsed.server_hint:
             attribution = _attribute(engine, source, parsed, sender)
             user_id = attribution.user_id
-            if attribution.problem is not None and parsed.requests:
-                error = PayloadError(attribution.problem, 422, parsed.event_type, code="unattributed")
-            else:
-                requests = tuple(r.on(attribution.server_ids) for r in parsed.requests)
-                row_id = webhooks.record(
-                    engine,
-                    source=source.value,
-                    event_type=parsed.event_type,
-                    payload=payload,
-                    action=parsed.action_label,
-                    requests=requests,
-                    scan_grace=scan_grace,
-                    user_id=user_id,
-                    server_id=attribution.server_id,
-                )
-                return Recorded(row_id, requests)
-        else:
+        if attribution is None or attribution.problem is None or not parsed.requests:
+            requests = tuple(r.on(attribution.server_ids) for r in parsed.requests) if attribution else ()
             row_id = webhooks.record(
                 engine,
                 source=source.value,
                 event_type=parsed.event_type,
                 payload=payload,
                 action=parsed.action_label,
+                requests=requests,
+                scan_grace=scan_grace,
                 user_id=user_id,
+                server_id=attribution.server_id if attribution else None,
             )
-            return Recorded(row_id)
+            return Recorded(row_id, requests)
+        error = PayloadError(attribution.problem, 422, parsed.event_type, code="unattributed")
     assert error is not None
     row_id = webhooks.record(
         engine,

@@ -55,7 +55,7 @@ from smartplex_sync.store import queue
 from smartplex_sync.store.accounts import server_names
 from smartplex_sync.store.engine import utcnow
 from smartplex_sync.store.queue import Batch, QueuedRequest
-from webhook_gateway.batching import NewBatch, Plan, Window, plan_buckets, plan_merged
+from webhook_gateway.batching import NewBatch, Plan, Window, plan_merged
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -180,18 +180,25 @@ class Dispatcher:
         by_deployment: dict[Deployment, list[QueuedRequest]] = defaultdict(list)
         for request in waiting:
             by_deployment[request.deployment].append(request)
-        busy = {(b.deployment, b.lane) for b in open_batches}
-        plans = []
-        for deployment, requests in by_deployment.items():
-            if self.settings.coalesce_strategy == "bucket":
-                lanes = {lane for d, lane in busy if d is deployment}
-                plans.append(
-                    plan_buckets(deployment, requests, now, self.settings.coalesce_seconds, lanes, names)
-                )
-            else:
-                window = Window(*self.settings.coalescing_window(deployment.value))
-                plans.append(plan_merged(deployment, requests, now, window, (deployment, "") in busy, names))
-        return plans
+        return [
+            self.plan_deployment(
+                deployment, requests, now, {b.lane for b in open_batches if b.deployment is deployment}, names
+            )
+            for deployment, requests in by_deployment.items()
+        ]
+
+    def plan_deployment(
+        self,
+        deployment: Deployment,
+        waiting: list[QueuedRequest],
+        now: datetime,
+        busy_lanes: set[str],
+        names: dict[UUID, str],
+    ) -> Plan:
+        """The coalescing rule (`batching.plan_merged`, with the deployment's window from the settings);
+        `busy_lanes` are the lanes of its open batches."""
+        window = Window(*self.settings.coalescing_window(deployment))
+        return plan_merged(deployment, waiting, now, window, bool(busy_lanes), names)
 
     async def _close_finished(self, client: PrefectClient, batches: list[Batch]) -> set[str]:
         """Close the batches whose run is final (or gone); return their ids."""

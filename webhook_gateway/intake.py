@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # python-multipart declares its callbacks' type for type chec
     from python_multipart.multipart import MultipartCallbacks
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Source
+from webhook_gateway.sources import JSON, MULTIPART, WebhookSource
 
 MAX_JSON_DEPTH = 64  # real payloads nest 3 to 5 levels deep (Plex's Metadata.Guid[], Sonarr's episodes[])
 MAX_FORM_PARTS = 32  # Plex sends one or two parts (payload, thumb); Tautulli's form a handful of fields
@@ -155,14 +155,15 @@ async def _read_body(request: Request, max_bytes: int, timeout_seconds: float) -
 
 
 class _PayloadPart:
-    """Callbacks for python-multipart's parser: keep the `payload` part's bytes, drop every other part.
+    """Callbacks for python-multipart's parser: keep one part's bytes (Plex's `payload`), drop the others.
 
     Plex's `thumb` JPEG is never copied. Unlike Starlette's form parser this keeps the bytes as they came,
     so a payload that is not UTF-8 is refused instead of being read as Latin-1, and it notices a body that
     stops before its closing boundary.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, field: str) -> None:
+        self.field = field
         self.payload: bytearray | None = None
         self.complete = False
         self._parts = 0
@@ -198,9 +199,9 @@ class _PayloadPart:
         name = parse_options_header(self._disposition)[1].get(b"name")
         if name is None:
             raise PayloadError('a multipart part has no name (Content-Disposition: form-data; name="...")')
-        if name == b"payload":
+        if name == self.field.encode():
             if self.payload is not None:
-                raise PayloadError("multipart body has more than one `payload` part")
+                raise PayloadError(f"multipart body has more than one `{self.field}` part")
             self.payload = bytearray()
             self._keeping = True
 
@@ -216,13 +217,13 @@ class _PayloadPart:
         self.complete = True
 
 
-def _multipart_payload(body: bytes, options: dict[bytes, bytes]) -> bytes | PayloadError:
+def _multipart_payload(body: bytes, options: dict[bytes, bytes], field: str) -> bytes | PayloadError:
     boundary = options.get(b"boundary")
     if not boundary:
         return PayloadError("multipart/form-data without a boundary parameter")
     if not boundary.isascii() or len(boundary) > _MAX_BOUNDARY:
         return PayloadError(f"multipart boundary must be 1 to {_MAX_BOUNDARY} ASCII characters")
-    part = _PayloadPart()
+    part = _PayloadPart(field)
     try:
         MultipartParser(boundary, part.callbacks()).write(body)
     except PayloadError as error:
@@ -232,7 +233,7 @@ def _multipart_payload(body: bytes, options: dict[bytes, bytes]) -> bytes | Payl
     if not part.complete:
         return PayloadError("multipart body ends before its closing boundary (truncated)")
     if part.payload is None:
-        return PayloadError("multipart body has no `payload` part")
+        return PayloadError(f"multipart body has no `{field}` part")
     return bytes(part.payload)
 
 
@@ -253,26 +254,34 @@ def _form_fields(body: bytes) -> dict[str, str] | PayloadError:
     return fields
 
 
-def _plex(content_type: str, options: dict[bytes, bytes], body: bytes) -> Decoded:
-    """Plex posts multipart/form-data: a `payload` part with the JSON and sometimes a `thumb` JPEG."""
-    if content_type == "application/json":  # not what Plex sends, but harmless to accept
-        return _json(body)
-    if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        message = f"Plex webhooks are multipart/form-data with a `payload` part, not {content_type[:60]!r}"
-        return Decoded(None, _raw(body), PayloadError(message, 415))
+def _payload_field(
+    source: WebhookSource, content_type: str, options: dict[bytes, bytes], body: bytes
+) -> Decoded:
+    """A form or multipart body whose `payload_field` holds the JSON (Plex: `payload`, and a `thumb` JPEG)."""
+    field = source.payload_field or ""
     if not body.strip():
         return Decoded(None, None)  # the parser answers 400 "empty body"
-    if content_type == "multipart/form-data":
-        payload = _multipart_payload(body, options)
+    if content_type == MULTIPART:
+        payload = _multipart_payload(body, options, field)
     else:
         fields = _form_fields(body)
-        payload = fields if isinstance(fields, PayloadError) else fields.get("payload", "").encode()
+        payload = fields if isinstance(fields, PayloadError) else fields.get(field, "").encode()
     if isinstance(payload, PayloadError):
         return Decoded(None, _raw(body), payload)
-    return _json(payload, "the payload part")
+    return _json(payload, f"the {field} part")
 
 
-async def decode(source: Source, request: Request, *, max_bytes: int, timeout_seconds: float) -> Decoded:
+def _unaccepted(source: WebhookSource, content_type: str, body: bytes) -> Decoded:
+    native = source.content_types[0]
+    shape = f" with a `{source.payload_field}` part" if native == MULTIPART and source.payload_field else ""
+    message = f"{source.service.value} webhooks are {native}{shape}, not {content_type[:60]!r}"
+    return Decoded(None, _raw(body), PayloadError(message, 415))
+
+
+async def decode(
+    source: WebhookSource, request: Request, *, max_bytes: int, timeout_seconds: float
+) -> Decoded:
+    """The body as `source` sends it (`source.content_types`), its JSON parsed strictly."""
     body = await _read_body(request, max_bytes, timeout_seconds)
     if isinstance(body, PayloadError):
         return Decoded(None, None, body)
@@ -281,18 +290,16 @@ async def decode(source: Source, request: Request, *, max_bytes: int, timeout_se
         message = f"Content-Encoding {encoding[:40]!r} is not accepted: send the body uncompressed"
         return Decoded(None, None, PayloadError(message, 415))
     content_type, options = _content_type(request)
-    if source is Source.PLEX:
-        return _plex(content_type, options, body)
-    if content_type in ("", "application/json") or content_type.endswith("+json"):
+    if source.content_types[0] == JSON and (content_type == "" or content_type.endswith("+json")):
+        content_type = JSON  # a JSON sender that leaves the type out, or names a JSON dialect
+    if content_type not in source.content_types:
+        return _unaccepted(source, content_type, body)
+    if content_type == JSON:
         return _json(body)
-    if source is Source.TAUTULLI and content_type == "application/x-www-form-urlencoded":
-        # Tautulli sends `data=` (form fields) when the user's JSON headers change the Content-Type.
-        fields = _form_fields(body)
-        if isinstance(fields, PayloadError):
-            return Decoded(None, _raw(body), fields)
-        return Decoded(fields, fields)
-    return Decoded(
-        None,
-        _raw(body),
-        PayloadError(f"{source.value} webhooks are application/json, not {content_type[:60]!r}", 415),
-    )
+    if source.payload_field is not None:
+        return _payload_field(source, content_type, options, body)
+    # Tautulli sends `data=` (form fields) when the user's JSON headers change the Content-Type.
+    fields = _form_fields(body)
+    if isinstance(fields, PayloadError):
+        return Decoded(None, _raw(body), fields)
+    return Decoded(fields, fields)

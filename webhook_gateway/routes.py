@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import SCHEDULED_SERVICES, Source
+from smartplex_sync.models import SERVICES, Source
 from smartplex_sync.requests import ParsedDelivery
 from smartplex_sync.store import schedules, webhooks
 from smartplex_sync.store.engine import check_writable
@@ -24,6 +24,7 @@ from webhook_gateway.attribution import Sender
 from webhook_gateway.deps import Gateway, GatewayDep
 from webhook_gateway.intake import decode
 from webhook_gateway.limits import Refusal
+from webhook_gateway.sources import SOURCES, WebhookSource
 from webhook_gateway.supabase_auth import SignInError, looks_like_jwt
 
 log = logging.getLogger(__name__)
@@ -46,33 +47,6 @@ class WebhookError(BaseModel):
     detail: str
 
 
-SOURCE_FORMATS = {
-    Source.PLEX: "multipart/form-data with a `payload` JSON part (and an optional `thumb` JPEG), as Plex sends.",
-    Source.TAUTULLI: "The JSON of Tautulli's Webhook agent (docs/webhooks.md has the template to paste).",
-    Source.SONARR: "Sonarr v4 webhook JSON (`eventType`, `series`, `episodes`, `isUpgrade` ...).",
-    Source.RADARR: "Radarr v5 webhook JSON (`eventType`, `movie`, `isUpgrade` ...).",
-    Source.OVERSEERR: "Overseerr / Jellyseerr webhook JSON (`notification_type`, `media`, `request` ...).",
-}
-
-_ANY_OBJECT = {"schema": {"type": "object", "additionalProperties": True}}
-REQUEST_BODIES: dict[Source, dict[str, Any]] = {
-    Source.PLEX: {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "payload": {"type": "string", "description": "The event, as JSON text."},
-                    "thumb": {"type": "string", "format": "binary", "description": "Read and dropped."},
-                },
-                "required": ["payload"],
-            }
-        }
-    },
-    Source.TAUTULLI: {"application/json": _ANY_OBJECT, "application/x-www-form-urlencoded": _ANY_OBJECT},
-    Source.SONARR: {"application/json": _ANY_OBJECT},
-    Source.RADARR: {"application/json": _ANY_OBJECT},
-    Source.OVERSEERR: {"application/json": _ANY_OBJECT},
-}
 _REJECTIONS: dict[int | str, dict[str, Any]] = {
     code: {"model": WebhookError} for code in (400, 401, 408, 413, 415)
 }
@@ -145,7 +119,7 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
     refusal = gateway.limiter.admit(source)
     if refusal is not None:
         return await _refuse_over_limit(gateway, source, refusal)
-    sender = await gateway.senders.identify(request, source.value)
+    sender = await gateway.senders.identify(request, source)
     if isinstance(sender, str):
         # Recorded without its body: we keep no data from whoever sent it, only that it happened.
         refused = PayloadError(sender, 401)
@@ -154,7 +128,7 @@ async def receive(source: Source, request: Request, gateway: Gateway) -> JSONRes
         return _reject(recorded.row_id, refused)
 
     decoded = await decode(
-        source,
+        SOURCES[source],
         request,
         max_bytes=gateway.settings.max_body_bytes,
         timeout_seconds=gateway.settings.body_timeout_seconds,
@@ -235,28 +209,30 @@ def _describe(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {first[0] if first else ''}"[:200]
 
 
-def _add_webhook_route(source: Source) -> None:
+def _add_webhook_route(source: WebhookSource) -> None:
     async def handler(request: Request, gateway: GatewayDep) -> JSONResponse:
-        return await receive(source, request, gateway)
+        return await receive(source.service, request, gateway)
 
     # Sonarr, Radarr and Tautulli can be set to PUT; it is the same endpoint, documented once (as POST).
-    router.add_api_route(f"/api/webhooks/{source.value}", handler, methods=["PUT"], include_in_schema=False)
+    path = f"/api/webhooks/{source.service.value}"
+    runs = ", ".join(sorted(deployment.value for deployment in source.feeds))
+    router.add_api_route(path, handler, methods=["PUT"], include_in_schema=False)
     router.add_api_route(
-        f"/api/webhooks/{source.value}",
+        path,
         handler,
         methods=["POST"],
-        name=f"{source.value}_webhook",
-        summary=f"Receive a {source.value.capitalize()} webhook",
-        description=SOURCE_FORMATS[source],
+        name=f"{source.service.value}_webhook",
+        summary=f"Receive a {source.service.value.capitalize()} webhook",
+        description=f"{source.description} Can run: {runs}.",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=WebhookAccepted,
         responses=_REJECTIONS,
-        openapi_extra={"requestBody": {"required": True, "content": REQUEST_BODIES[source]}},
+        openapi_extra={"requestBody": {"required": True, "content": source.request_body()}},
         tags=["webhooks"],
     )
 
 
-for _source in Source:
+for _source in SOURCES.values():
     _add_webhook_route(_source)
 
 
@@ -364,7 +340,7 @@ async def sync_status(gateway: GatewayDep, _: Admin) -> dict[str, Any]:
                 "id": row.id,
                 "user_id": row.user_id,
                 "service": row.service,
-                "deployment": SCHEDULED_SERVICES[Source(row.service)].value,
+                "deployment": SERVICES[Source(row.service)].deployment.value,
                 "slug": row.slug,
                 **{name: getattr(row, name) for name in fields},
             }

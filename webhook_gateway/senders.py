@@ -1,6 +1,6 @@
 """Who sent a delivery, from the token it carries (`attribution.Sender`), or why it is refused.
 
-A token is accepted in the forms its sender can send (`auth.ACCEPTED_FORMS`) and is one of:
+A token is accepted in the forms its sender can send (its source's `token_forms`) and is one of:
 - the source's own SMARTPLEX_<SOURCE>_WEBHOOK_TOKEN, else SMARTPLEX_WEBHOOK_TOKEN: the gateway's own,
   whose deliveries belong to the user the environment settings made (SMARTPLEX_OWNER_EMAIL);
 - a SmartPlex user's `users.webhook_secret` (SmartPlex's migration 006 gives every user one): that user's.
@@ -23,10 +23,12 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from starlette.requests import Request
 
+from smartplex_sync.models import Source
 from smartplex_sync.settings import Settings
 from smartplex_sync.store.accounts import user_id_by_email, webhook_secrets
 from webhook_gateway import auth
 from webhook_gateway.attribution import Sender
+from webhook_gateway.sources import SOURCES
 
 RELOAD_AT_MOST_EVERY = 1.0
 FORGET_AFTER = 60.0
@@ -72,9 +74,9 @@ class Senders:
                     return user
         return None
 
-    async def identify(self, request: Request, source: str) -> Sender | str:
+    async def identify(self, request: Request, source: Source) -> Sender | str:
         """The sender of `request` to `source`'s endpoint, or why it is refused (safe to store and answer)."""
-        forms = auth.ACCEPTED_FORMS[source]
+        forms = SOURCES[source].token_forms
         tokens = auth.presented_tokens(request, forms)
         gateway_token = self.settings.source_token(source)
         if gateway_token is not None and auth.token_matches(tokens, gateway_token.get_secret_value()):

@@ -23,10 +23,6 @@ def positive_int(value: Any) -> int | None:
     return number if number > 0 else None
 
 
-def text_or_none(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
-
-
 class ApiKeyClient(ServiceClient):
     """A ServiceClient that sends `X-Api-Key` on every request."""
 

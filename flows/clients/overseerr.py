@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flows.clients._arr import ApiKeyClient, positive_int, text_or_none
+from flows.clients._arr import ApiKeyClient, positive_int
+from smartplex_sync.convert import blank_to_none
 from smartplex_sync.errors import PermanentServiceError
 from smartplex_sync.models import OverseerrRequest
 
@@ -81,7 +82,7 @@ def parse_request(raw: Mapping[str, Any]) -> OverseerrRequest:
         media_status=status_name(MEDIA_STATUS, media.get("status4k" if is_4k else "status")),
         is_4k=is_4k,
         requested_by=display_name(requested_by),
-        requested_by_email=text_or_none(requested_by.get("email")),
+        requested_by_email=blank_to_none(requested_by.get("email")),
         requested_by_id=positive_int(requested_by.get("id")),
         seasons=_seasons(raw.get("seasons")),
         requested_at=_timestamp(raw.get("createdAt")),
@@ -91,14 +92,14 @@ def parse_request(raw: Mapping[str, Any]) -> OverseerrRequest:
 
 @dataclass(frozen=True)
 class RequestPage:
-    requests: list[OverseerrRequest]
+    results: list[dict[str, Any]]  # as Overseerr answers them; `parse_request` reads each
     page: int
     pages: int
     total: int
 
     @property
     def is_last(self) -> bool:
-        return not self.requests or self.page >= self.pages
+        return not self.results or self.page >= self.pages
 
 
 class OverseerrClient(ApiKeyClient):
@@ -113,7 +114,7 @@ class OverseerrClient(ApiKeyClient):
         try:
             info = data["pageInfo"]
             return RequestPage(
-                requests=[parse_request(raw) for raw in data["results"]],
+                results=list(data["results"]),
                 page=int(info["page"]),
                 pages=int(info["pages"]),
                 total=int(info["results"]),

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from flows.clients._http import ServiceClient
+from smartplex_sync.convert import chunked
 from smartplex_sync.errors import ConfigurationError, PermanentServiceError
 from smartplex_sync.settings import Settings
 from smartplex_sync.store.accounts import PlexServer
@@ -114,8 +115,8 @@ class PlexClient(ServiceClient):
         has none of them. A 200 without items is no answer: PermanentServiceError."""
         found: dict[str, dict[str, Any]] = {}
         keys = list(dict.fromkeys(rating_keys))
-        for start in range(0, len(keys), METADATA_BATCH):
-            path = f"/library/metadata/{','.join(keys[start : start + METADATA_BATCH])}"
+        for batch in chunked(keys, METADATA_BATCH):
+            path = f"/library/metadata/{','.join(batch)}"
             try:
                 items = self._container(path).get("Metadata") or []
             except PermanentServiceError as exc:

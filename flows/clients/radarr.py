@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flows.clients._arr import ApiKeyClient, positive_int, text_or_none
+from flows.clients._arr import ApiKeyClient, positive_int
 from flows.clients.sonarr import describe_status
+from smartplex_sync.convert import blank_to_none
 from smartplex_sync.errors import PermanentServiceError
 from smartplex_sync.models import ArrItem
 
@@ -21,19 +22,20 @@ def parse_movie(raw: Mapping[str, Any]) -> ArrItem:
         arr_id=movie_id,
         title=str(raw.get("title") or f"movie {movie_id}"),
         tmdb_id=positive_int(raw.get("tmdbId")),
-        imdb_id=text_or_none(raw.get("imdbId")),
-        path=text_or_none(raw.get("path") or raw.get("folderPath")),
+        imdb_id=blank_to_none(raw.get("imdbId")),
+        path=blank_to_none(raw.get("path") or raw.get("folderPath")),
     )
 
 
 class RadarrClient(ApiKeyClient):
     service = "radarr"
 
-    def movies(self) -> list[ArrItem]:
+    def movies(self) -> list[dict[str, Any]]:
+        """`/api/v3/movie` as Radarr answers it; `parse_movie` reads each entry."""
         data = self.get_json("/api/v3/movie")
         if not isinstance(data, list):
             raise PermanentServiceError(self.service, "/api/v3/movie did not answer a list")
-        return [parse_movie(raw) for raw in data]
+        return data
 
     def check(self) -> str:
         """Raise ServiceError unless Radarr answers with this key; else describe it in one line."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flows.clients._arr import ApiKeyClient, positive_int, text_or_none
+from flows.clients._arr import ApiKeyClient, positive_int
+from smartplex_sync.convert import blank_to_none
 from smartplex_sync.errors import PermanentServiceError
 from smartplex_sync.models import ArrItem
 
@@ -21,8 +22,8 @@ def parse_series(raw: Mapping[str, Any]) -> ArrItem:
         title=str(raw.get("title") or f"series {series_id}"),
         tvdb_id=positive_int(raw.get("tvdbId")),
         tmdb_id=positive_int(raw.get("tmdbId")),
-        imdb_id=text_or_none(raw.get("imdbId")),
-        path=text_or_none(raw.get("path")),
+        imdb_id=blank_to_none(raw.get("imdbId")),
+        path=blank_to_none(raw.get("path")),
     )
 
 
@@ -37,11 +38,12 @@ def describe_status(status: Mapping[str, Any], base_url: str) -> str:
 class SonarrClient(ApiKeyClient):
     service = "sonarr"
 
-    def series(self) -> list[ArrItem]:
+    def series(self) -> list[dict[str, Any]]:
+        """`/api/v3/series` as Sonarr answers it; `parse_series` reads each entry."""
         data = self.get_json("/api/v3/series")
         if not isinstance(data, list):
             raise PermanentServiceError(self.service, "/api/v3/series did not answer a list")
-        return [parse_series(raw) for raw in data]
+        return data
 
     def check(self) -> str:
         """Raise ServiceError unless Sonarr answers with this key; else describe it in one line."""

@@ -9,7 +9,7 @@ ServiceError carrying Tautulli's own message.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,31 @@ class HistoryPage:
     rows: list[dict[str, Any]]  # plays not seen on an earlier page
     fetched: int  # plays so far, this page included
     total: int  # Tautulli's recordsFiltered
+
+
+@dataclass
+class HistoryPaging:
+    """Where the next get_history page starts, which of a page's rows are new, and when the last page is
+    in. A play finishing meanwhile shifts rows to later pages: they are read twice and passed on once,
+    and none is skipped (the new play itself may have to wait for the next sync). No I/O."""
+
+    page_size: int = HISTORY_PAGE_SIZE
+    start: int = 0
+    done: bool = False
+    seen: set[int] = field(default_factory=set)
+
+    def take(self, rows: list[dict[str, Any]], total: int) -> HistoryPage:
+        """The page `rows` (read at `start`) make: the rows not seen before (a row without an id is a
+        session still in progress, and left out); moves `start` past them."""
+        fresh = []
+        for row in rows:
+            row_id = row.get("row_id", row.get("id"))
+            if row_id is not None and int(row_id) not in self.seen:
+                self.seen.add(int(row_id))
+                fresh.append(row)
+        self.start += len(rows)
+        self.done = len(rows) < self.page_size or self.start >= total
+        return HistoryPage(fresh, len(self.seen), total)
 
 
 @dataclass(frozen=True)
@@ -122,18 +147,19 @@ class TautulliClient(ServiceClient):
             f"({server.identifier}, version {server.version})"
         )
 
-    def history_pages(
+    def history_page(
         self,
+        start: int,
         *,
         after: date | None = None,
         rating_key: str | None = None,
         page_size: int = HISTORY_PAGE_SIZE,
-    ) -> Iterator[HistoryPage]:
-        """The finished plays matching the filters, page by page, oldest first, each row id once.
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One get_history page of the finished plays matching the filters, oldest first, and Tautulli's
+        count of them all (`HistoryPaging` reads pages into plays).
 
         `grouping=0` keeps resumed sessions as separate plays; `include_activity=0` leaves out sessions
-        still in progress. A play finishing meanwhile shifts rows to later pages: they are read twice and
-        passed on once, and none is skipped (the new play itself may have to wait for the next sync).
+        still in progress.
         """
         params: dict[str, Any] = {
             "grouping": 0,
@@ -141,25 +167,28 @@ class TautulliClient(ServiceClient):
             "order_column": "date",
             "order_dir": "asc",
             "length": page_size,
+            "start": start,
         }
         if after is not None:
             params["after"] = after.isoformat()
         if rating_key is not None:
             params["rating_key"] = rating_key
-        seen: set[int] = set()
-        start = 0
-        while True:
-            rows, total = self._history_page(self.command("get_history", start=start, **params))
-            fresh = []
-            for row in rows:
-                row_id = row.get("row_id", row.get("id"))
-                if row_id is not None and int(row_id) not in seen:  # None: a session still in progress
-                    seen.add(int(row_id))
-                    fresh.append(row)
-            start += len(rows)
-            yield HistoryPage(fresh, len(seen), total)
-            if len(rows) < page_size or start >= total:
-                return
+        return self._history_page(self.command("get_history", **params))
+
+    def history_pages(
+        self,
+        *,
+        after: date | None = None,
+        rating_key: str | None = None,
+        page_size: int = HISTORY_PAGE_SIZE,
+    ) -> Iterator[HistoryPage]:
+        """The finished plays matching the filters, page by page, each row id once (`HistoryPaging`)."""
+        paging = HistoryPaging(page_size)
+        while not paging.done:
+            rows, total = self.history_page(
+                paging.start, after=after, rating_key=rating_key, page_size=page_size
+            )
+            yield paging.take(rows, total)
 
     def _history_page(self, data: Any) -> tuple[list[dict[str, Any]], int]:
         rows = data.get("data") if isinstance(data, dict) else None

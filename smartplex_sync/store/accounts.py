@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from smartplex_sync.models import Source
 from smartplex_sync.settings import Settings
 from smartplex_sync.store.engine import utcnow
 from smartplex_sync.store.tables import integrations, servers, users
@@ -253,68 +254,80 @@ def configure_from_settings(
         return None
     now = utcnow()
     with engine.begin() as conn:
-        insert = _insert(conn)
-        conn.execute(
-            insert(users)
-            .values(
-                id=uuid.uuid4(),
-                email=owner_email,
-                display_name="SmartPlex Sync",
-                role="admin",
-                webhook_secret=secrets.token_hex(32),
-                preferences={},
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["email"])
-        )
-        owner_id = user_id_by_email(conn, owner_email)
-        assert owner_id is not None
+        owner_id = _owner(conn, owner_email, now)
         server_id = None
         if plex_url is not None:
-            server_id = env_server_id(owner_id)
-            values: dict[str, Any] = {
-                "name": plex_server_name,
-                "url": plex_url,
-                "plex_token": plex_token,
-                "config": {"managed_by": ENVIRONMENT},
-                "updated_at": now,
-            }
-            statement = insert(servers).values(
-                id=server_id, user_id=owner_id, status="offline", created_at=now, **values
-            )
-            conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
-        named = [_integration_name(service) for service in services]
-        conn.execute(
-            update(integrations)
-            .where(
-                integrations.c.user_id == owner_id,
-                integrations.c.name.like("% (environment)"),
-                integrations.c.name.not_in(named) if named else true(),
-            )
-            .values(status="inactive", updated_at=now)
-        )
-        for service, configured in services.items():
-            values = {
-                "url": configured.url,
-                "api_key": configured.api_key,
-                "server_id": server_id,
-                "status": "active",
-                "config": {"managed_by": ENVIRONMENT},
-                "updated_at": now,
-            }
-            statement = insert(integrations).values(
-                id=uuid.uuid5(_NAMESPACE, f"integration:{owner_id}:{service}"),
-                user_id=owner_id,
-                service=service,
-                name=_integration_name(service),
-                created_at=now,
-                **values,
-            )
-            conn.execute(
-                statement.on_conflict_do_update(index_elements=["user_id", "service", "name"], set_=values)
-            )
+            server_id = _environment_server(conn, owner_id, plex_server_name, plex_url, plex_token, now)
+        _environment_integrations(conn, owner_id, server_id, services, now)
     return ConfiguredOwner(owner_id, server_id)
+
+
+def _owner(conn: Connection, email: str, now: datetime) -> uuid.UUID:
+    """The user with `email`, made an admin with a random webhook secret if there is none."""
+    new_user = {"display_name": "SmartPlex Sync", "role": "admin", "webhook_secret": secrets.token_hex(32)}
+    conn.execute(
+        _insert(conn)(users)
+        .values(id=uuid.uuid4(), email=email, preferences={}, created_at=now, updated_at=now, **new_user)
+        .on_conflict_do_nothing(index_elements=["email"])
+    )
+    owner_id = user_id_by_email(conn, email)
+    assert owner_id is not None
+    return owner_id
+
+
+def _environment_server(
+    conn: Connection, owner_id: uuid.UUID, name: str, url: str, token: str | None, now: datetime
+) -> uuid.UUID:
+    """The owner's SMARTPLEX_PLEX_URL server (one id per owner), created or brought up to date."""
+    server_id = env_server_id(owner_id)
+    values: dict[str, Any] = {
+        "name": name, "url": url, "plex_token": token, "config": {"managed_by": ENVIRONMENT}, "updated_at": now,
+    }  # fmt: skip
+    statement = _insert(conn)(servers).values(
+        id=server_id, user_id=owner_id, status="offline", created_at=now, **values
+    )
+    conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
+    return server_id
+
+
+def _environment_integrations(
+    conn: Connection,
+    owner_id: uuid.UUID,
+    server_id: uuid.UUID | None,
+    services: dict[str, ServiceSettings],
+    now: datetime,
+) -> None:
+    """One active "<Service> (environment)" integration per configured service; the others inactive."""
+    named = [_integration_name(service) for service in services]
+    conn.execute(
+        update(integrations)
+        .where(
+            integrations.c.user_id == owner_id,
+            integrations.c.name.like("% (environment)"),
+            integrations.c.name.not_in(named) if named else true(),
+        )
+        .values(status="inactive", updated_at=now)
+    )
+    for service, configured in services.items():
+        values = {
+            "url": configured.url,
+            "api_key": configured.api_key,
+            "server_id": server_id,
+            "status": "active",
+            "config": {"managed_by": ENVIRONMENT},
+            "updated_at": now,
+        }
+        statement = _insert(conn)(integrations).values(
+            id=uuid.uuid5(_NAMESPACE, f"integration:{owner_id}:{service}"),
+            user_id=owner_id,
+            service=service,
+            name=_integration_name(service),
+            created_at=now,
+            **values,
+        )
+        conn.execute(
+            statement.on_conflict_do_update(index_elements=["user_id", "service", "name"], set_=values)
+        )
 
 
 def _integration_name(service: str) -> str:
@@ -324,7 +337,7 @@ def _integration_name(service: str) -> str:
 def configured_services(settings: Settings) -> dict[str, ServiceSettings]:
     """The services SMARTPLEX_<SERVICE>_URL and _API_KEY describe."""
     found = {}
-    for service in ("tautulli", "sonarr", "radarr", "overseerr"):
+    for service in (source.value for source in Source if source is not Source.PLEX):  # Plex: servers
         url, key = getattr(settings, f"{service}_url"), getattr(settings, f"{service}_api_key")
         if url and key is not None and key.get_secret_value():
             found[service] = ServiceSettings(url, key.get_secret_value())

@@ -14,14 +14,15 @@ in `media_items` are kept; whoever inserts media items calls `refresh_play_total
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Numeric, and_, case, cast, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from smartplex_sync.convert import chunked
 from smartplex_sync.store.engine import utcnow
 from smartplex_sync.store.tables import media_items, user_stats, users, watch_history
 
@@ -35,8 +36,6 @@ PLAY_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in watch_history.columns if c.name not in ("id", "synced_at")
 )
 
-_T = TypeVar("_T")
-
 
 @dataclass(frozen=True)
 class UpsertCounts:
@@ -48,11 +47,6 @@ class UpsertCounts:
         return UpsertCounts(
             self.new + other.new, self.updated + other.updated, self.unchanged + other.unchanged
         )
-
-
-def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _insert(conn: Connection) -> Any:
@@ -73,7 +67,7 @@ def upsert_plays(
     synced_at = synced_at or utcnow()
     by_id = {int(play["tautulli_row_id"]): {**play, "server_id": server_id} for play in plays}
     counts = UpsertCounts()
-    for batch in _chunks(list(by_id.values()), batch_size):
+    for batch in chunked(list(by_id.values()), batch_size):
         counts += _upsert_batch(conn, server_id, batch, synced_at)
     return counts
 
@@ -123,7 +117,7 @@ def keys_with_plays(conn: Connection, server_id: uuid.UUID, rating_keys: Iterabl
     """The rating keys among these that have stored plays on this server, as an item, season or show."""
     keys = sorted({str(key) for key in rating_keys})
     played: set[str] = set()
-    for batch in _chunks(keys, BATCH_SIZE):
+    for batch in chunked(keys, BATCH_SIZE):
         for key_column in _PLAYS_OF_TYPE.values():
             played.update(
                 conn.execute(
@@ -173,7 +167,7 @@ def refresh_play_totals(
             ),
             "tautulli_synced_at": now,
         }
-        for batch in _chunks(keys, batch_size):
+        for batch in chunked(keys, batch_size):
             statement = (
                 update(media_items)
                 .where(
@@ -205,9 +199,28 @@ def refresh_user_stats(
     server, from all their stored plays. `rating` and rows of users without plays are left alone.
     Returns the rows written."""
     now = now or utcnow()
-    keys = sorted({str(key) for key in rating_keys})
-    per_pair: dict[tuple[uuid.UUID, uuid.UUID], list[Any]] = {}
-    for batch in _chunks(keys, BATCH_SIZE):
+    plays = _plays_of_users(conn, server_id, sorted({str(key) for key in rating_keys}))
+    if not plays:
+        return 0
+    stats = [_user_stats_row(user_id, item_id, found, now) for (user_id, item_id), found in plays.items()]
+    statement = _insert(conn)(user_stats)
+    kept = {"id", "user_id", "media_item_id", "created_at"}
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[user_stats.c.user_id, user_stats.c.media_item_id],
+            set_={key: statement.excluded[key] for key in stats[0] if key not in kept},
+        ),
+        stats,
+    )
+    return len(stats)
+
+
+def _plays_of_users(
+    conn: Connection, server_id: uuid.UUID, keys: list[str]
+) -> dict[tuple[uuid.UUID, uuid.UUID], list[Any]]:
+    """The stored plays of these movies and episodes, by (SmartPlex user, media item)."""
+    plays: dict[tuple[uuid.UUID, uuid.UUID], list[Any]] = {}
+    for batch in chunked(keys, BATCH_SIZE):
         rows = conn.execute(
             select(
                 users.c.id.label("user_id"),
@@ -231,40 +244,29 @@ def refresh_user_stats(
             .where(watch_history.c.server_id == server_id, watch_history.c.rating_key.in_(batch))
         ).all()
         for row in rows:
-            per_pair.setdefault((row.user_id, row.media_item_id), []).append(row)
-    if not per_pair:
-        return 0
-    stats = []
-    for (user_id, item_id), plays in per_pair.items():
-        unique = {
-            play.tautulli_row_id: play for play in plays
-        }.values()  # a play matched two ways counts once
-        ordered = sorted(unique, key=lambda p: (p.stopped_at or p.started_at or now, p.tautulli_row_id))
-        last = ordered[-1]
-        stats.append(
-            {
-                "id": uuid.uuid4(),
-                "user_id": user_id,
-                "media_item_id": item_id,
-                "play_count": len(ordered),
-                "total_duration_ms": sum(p.duration_seconds or 0 for p in ordered) * 1000,
-                "last_played_at": last.stopped_at or last.started_at,
-                "completion_percentage": float(
-                    min(100, round(sum(p.percent_complete for p in ordered) / len(ordered), 2))
-                ),
-                "percent_complete": float(min(100, last.percent_complete)),
-                "watched_status": int(any(p.percent_complete >= COMPLETE_PERCENT for p in ordered)),
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-    statement = _insert(conn)(user_stats)
-    kept = {"id", "user_id", "media_item_id", "created_at"}
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[user_stats.c.user_id, user_stats.c.media_item_id],
-            set_={key: statement.excluded[key] for key in stats[0] if key not in kept},
+            plays.setdefault((row.user_id, row.media_item_id), []).append(row)
+    return plays
+
+
+def _user_stats_row(
+    user_id: uuid.UUID, item_id: uuid.UUID, plays: list[Any], now: datetime
+) -> dict[str, Any]:
+    """One user's `user_stats` row of one item, from their plays of it (a play matched two ways counts once)."""
+    unique = {play.tautulli_row_id: play for play in plays}.values()
+    ordered = sorted(unique, key=lambda p: (p.stopped_at or p.started_at or now, p.tautulli_row_id))
+    last = ordered[-1]
+    return {
+        "id": uuid.uuid4(),
+        "user_id": user_id,
+        "media_item_id": item_id,
+        "play_count": len(ordered),
+        "total_duration_ms": sum(p.duration_seconds or 0 for p in ordered) * 1000,
+        "last_played_at": last.stopped_at or last.started_at,
+        "completion_percentage": float(
+            min(100, round(sum(p.percent_complete for p in ordered) / len(ordered), 2))
         ),
-        stats,
-    )
-    return len(stats)
+        "percent_complete": float(min(100, last.percent_complete)),
+        "watched_status": int(any(p.percent_complete >= COMPLETE_PERCENT for p in ordered)),
+        "created_at": now,
+        "updated_at": now,
+    }

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -40,6 +40,7 @@ from sqlalchemy import (
     text,
 )
 
+from smartplex_sync.convert import chunked
 from smartplex_sync.store.accounts import env_server_id, user_id_by_email
 from smartplex_sync.store.engine import UTCDateTime, utcnow
 from smartplex_sync.store.tables import (
@@ -204,23 +205,12 @@ def _servers(conn: Connection, owner: uuid.UUID, legacy: dict[str, Table]) -> di
     return server_of
 
 
-def _batched(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == _BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _copy_webhooks(
     conn: Connection, legacy: Table, owner: uuid.UUID, server_of: dict[str, uuid.UUID]
 ) -> dict[int, uuid.UUID]:
     only_server = next(iter(server_of.values())) if len(server_of) == 1 else None
     new_ids: dict[int, uuid.UUID] = {}
-    for batch in _batched(_rows(conn, legacy, "id")):
+    for batch in chunked(_rows(conn, legacy, "id"), _BATCH):
         rows = []
         for row in batch:
             new_ids[row["id"]] = uuid.uuid4()
@@ -259,68 +249,69 @@ def _iso(value: Any) -> str | None:
 
 def _copy_media_items(conn: Connection, legacy: Table, server_of: dict[str, uuid.UUID]) -> int:
     copied = 0
-    for batch in _batched(_rows(conn, legacy, "id")):
-        rows = []
-        for row in batch:
-            show = row["show_title"] if row["type"] in ("season", "episode") else None
-            size = row["file_size_bytes"]
-            rows.append(
-                {
-                    "id": uuid.uuid4(),
-                    "server_id": server_of[row["server_id"]],
-                    "plex_id": row["rating_key"],
-                    "type": row["type"],
-                    "title": row["title"] or f"{row['type']} {row['rating_key']}",
-                    "year": _year(row["year"]),
-                    "imdb_id": row["imdb_id"],
-                    "tmdb_id": row["tmdb_id"],
-                    "tvdb_id": row["tvdb_id"],
-                    "library_section": row["section_title"],
-                    "file_path": row["file_path"],
-                    "file_size_bytes": size,
-                    "file_size_mb": round(size / 1048576, 2) if size is not None else None,
-                    "duration_ms": row["duration_ms"],
-                    "added_at": row["added_at"],
-                    "updated_at": row["synced_at"],
-                    "metadata": {
-                        "plex_added_at": _iso(row["added_at"]),
-                        "plex_updated_at": _iso(row["updated_at"]),
-                        "plex_section_id": row["section_id"],
-                        "plex_parent_rating_key": row["parent_rating_key"],
-                        "plex_grandparent_rating_key": row["grandparent_rating_key"],
-                        "plex_guid": row["guid"],
-                        "plex_season_title": row["season_title"],
-                    },
-                    "genres": [],
-                    "parent_title": show,
-                    "grandparent_title": show if row["type"] == "episode" else None,
-                    "season_number": row["season_number"],
-                    "episode_number": row["episode_number"],
-                    "video_resolution": row["video_resolution"],
-                    "video_codec": row["video_codec"],
-                    "audio_codec": row["audio_codec"],
-                    "container": row["container"],
-                    "bitrate_kbps": row["bitrate_kbps"],
-                    "accessible": True,
-                    "total_play_count": row["total_play_count"],
-                    "complete_play_count": row["complete_play_count"],
-                    "partial_play_count": row["partial_play_count"],
-                    "total_watch_time_seconds": row["total_watch_time_seconds"],
-                    "avg_percent_complete": row["avg_percent_complete"],
-                    "last_watched_at": row["last_watched_at"],
-                    "tautulli_synced_at": row["tautulli_synced_at"],
-                    "sonarr_series_id": row["sonarr_series_id"],
-                    "radarr_movie_id": row["radarr_movie_id"],
-                }
-            )
+    for batch in chunked(_rows(conn, legacy, "id"), _BATCH):
+        rows = [_media_item_of(row, server_of[row["server_id"]]) for row in batch]
         conn.execute(insert(media_items), rows)
         copied += len(rows)
     return copied
 
 
+def _media_item_of(row: Mapping[str, Any], server_id: uuid.UUID) -> dict[str, Any]:
+    """A release 0.1 media item as a row of SmartPlex's media_items (what has no column goes in metadata)."""
+    show = row["show_title"] if row["type"] in ("season", "episode") else None
+    size = row["file_size_bytes"]
+    return {
+        "id": uuid.uuid4(),
+        "server_id": server_id,
+        "plex_id": row["rating_key"],
+        "type": row["type"],
+        "title": row["title"] or f"{row['type']} {row['rating_key']}",
+        "year": _year(row["year"]),
+        "imdb_id": row["imdb_id"],
+        "tmdb_id": row["tmdb_id"],
+        "tvdb_id": row["tvdb_id"],
+        "library_section": row["section_title"],
+        "file_path": row["file_path"],
+        "file_size_bytes": size,
+        "file_size_mb": round(size / 1048576, 2) if size is not None else None,
+        "duration_ms": row["duration_ms"],
+        "added_at": row["added_at"],
+        "updated_at": row["synced_at"],
+        "metadata": {
+            "plex_added_at": _iso(row["added_at"]),
+            "plex_updated_at": _iso(row["updated_at"]),
+            "plex_section_id": row["section_id"],
+            "plex_parent_rating_key": row["parent_rating_key"],
+            "plex_grandparent_rating_key": row["grandparent_rating_key"],
+            "plex_guid": row["guid"],
+            "plex_season_title": row["season_title"],
+        },
+        "genres": [],
+        "parent_title": show,
+        "grandparent_title": show if row["type"] == "episode" else None,
+        "season_number": row["season_number"],
+        "episode_number": row["episode_number"],
+        "video_resolution": row["video_resolution"],
+        "video_codec": row["video_codec"],
+        "audio_codec": row["audio_codec"],
+        "container": row["container"],
+        "bitrate_kbps": row["bitrate_kbps"],
+        "accessible": True,
+        "total_play_count": row["total_play_count"],
+        "complete_play_count": row["complete_play_count"],
+        "partial_play_count": row["partial_play_count"],
+        "total_watch_time_seconds": row["total_watch_time_seconds"],
+        "avg_percent_complete": row["avg_percent_complete"],
+        "last_watched_at": row["last_watched_at"],
+        "tautulli_synced_at": row["tautulli_synced_at"],
+        "sonarr_series_id": row["sonarr_series_id"],
+        "radarr_movie_id": row["radarr_movie_id"],
+    }
+
+
 def _copy_plays(conn: Connection, legacy: Table, server_of: dict[str, uuid.UUID]) -> None:
     only_server = next(iter(server_of.values()), None)
-    for batch in _batched(_rows(conn, legacy, "id")):
+    for batch in chunked(_rows(conn, legacy, "id"), _BATCH):
         rows = []
         for row in batch:
             server = server_of.get(row["server_id"] or "", only_server)

@@ -16,14 +16,15 @@ the section id, the parent and grandparent rating keys, Plex's guid and updatedA
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, and_, cast, delete, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from smartplex_sync.convert import chunked
 from smartplex_sync.errors import DeletionGuardError
 from smartplex_sync.store.engine import utcnow
 from smartplex_sync.store.history import keys_with_plays, refresh_play_totals, refresh_user_stats
@@ -47,8 +48,6 @@ SECTION_ID = "plex_section_id"
 PARENT_KEY = "plex_parent_rating_key"
 GRANDPARENT_KEY = "plex_grandparent_rating_key"
 
-_T = TypeVar("_T")
-
 
 @dataclass(frozen=True)
 class UpsertResult:
@@ -60,11 +59,6 @@ class UpsertResult:
         return UpsertResult(
             self.added + other.added, self.updated + other.updated, self.unchanged + other.unchanged
         )
-
-
-def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _differs(row: dict[str, Any], stored: Any) -> bool:
@@ -119,7 +113,7 @@ def upsert_media_items(
     synced_at = synced_at or utcnow()
     result = UpsertResult()
     statement = _upsert_statement(conn)
-    for batch in _chunks(rows, batch_size):
+    for batch in chunked(rows, batch_size):
         for server_id in {row["server_id"] for row in batch}:
             result += _upsert_batch(
                 conn, statement, server_id, [r for r in batch if r["server_id"] == server_id], synced_at
@@ -221,7 +215,7 @@ def delete_missing(
             "If the library really shrank, raise SMARTPLEX_DELETE_GUARD_FRACTION for one run."
         )
     deleted = 0
-    for chunk in _chunks(missing, BATCH_SIZE):
+    for chunk in chunked(missing, BATCH_SIZE):
         deleted += conn.execute(
             delete(media_items).where(
                 and_(media_items.c.server_id == server_id, media_items.c.plex_id.in_(chunk))
@@ -312,7 +306,7 @@ def find_children(conn: Connection, server_id: uuid.UUID, rating_keys: Collectio
     """The rows below these rows on one server: seasons and episodes of a show, episodes of a season."""
     keys = sorted(rating_keys)
     found: list[StoredItem] = []
-    for chunk in _chunks(keys, BATCH_SIZE):
+    for chunk in chunked(keys, BATCH_SIZE):
         found += _stored_items(
             conn,
             media_items.c.server_id == server_id,
@@ -334,7 +328,7 @@ def remove_items(conn: Connection, server_id: uuid.UUID, rating_keys: Collection
     (SmartPlex's cascade).
     """
     removed: list[StoredItem] = []
-    for chunk in _chunks(sorted(rating_keys), BATCH_SIZE):
+    for chunk in chunked(sorted(rating_keys), BATCH_SIZE):
         scope = (media_items.c.server_id == server_id, media_items.c.plex_id.in_(chunk))
         found = _stored_items(conn, *scope)
         if found:
@@ -346,7 +340,7 @@ def remove_items(conn: Connection, server_id: uuid.UUID, rating_keys: Collection
 def mark_unavailable(conn: Connection, server_id: uuid.UUID, rating_keys: Collection[str]) -> int:
     """Plex keeps these items only in its trash: `accessible` false (SmartPlex's `inaccessible_files`)."""
     changed = 0
-    for chunk in _chunks(sorted(rating_keys), BATCH_SIZE):
+    for chunk in chunked(sorted(rating_keys), BATCH_SIZE):
         changed += conn.execute(
             update(media_items)
             .where(

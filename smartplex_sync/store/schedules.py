@@ -17,7 +17,7 @@ from functools import cache
 from sqlalchemy import Engine, and_, distinct, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from smartplex_sync.models import DEFAULT_SCHEDULES
+from smartplex_sync.models import SERVICES
 from smartplex_sync.store.engine import utcnow
 from smartplex_sync.store.tables import schedule_mirror, servers, sync_events, sync_schedule
 
@@ -109,7 +109,7 @@ def read_schedules(engine: Engine) -> list[ScheduleRow]:
 
 
 def seed_defaults(engine: Engine) -> int:
-    """The default rows (`DEFAULT_SCHEDULES`) that are missing: per user, for every user who owns a Plex
+    """The default rows (`SERVICES`' defaults) that are missing: per user, for every user who owns a Plex
     server (SmartPlex seeds rows only for the users it had when 006 ran); globally, per service. Rows that
     exist are never changed. Returns how many were added."""
     now = utcnow()
@@ -121,19 +121,19 @@ def seed_defaults(engine: Engine) -> int:
                 (r.user_id, r.service)
                 for r in conn.execute(select(sync_schedule.c.user_id, sync_schedule.c.service))
             }
-            wanted = [(owner, service) for owner in owners for service in DEFAULT_SCHEDULES]
+            wanted = [(owner, service) for owner in owners for service in SERVICES.values()]
             keys = ["user_id", "service"]
         else:
             have = {(None, service) for service in conn.scalars(select(sync_schedule.c.service))}
-            wanted = [(None, service) for service in DEFAULT_SCHEDULES]
+            wanted = [(None, service) for service in SERVICES.values()]
             keys = ["service"]
         rows = []
         for owner, service in wanted:
-            if (owner, service.value) in have:
+            if (owner, service.source.value) in have:
                 continue
-            enabled, hours = DEFAULT_SCHEDULES[service]
-            row = {"id": uuid.uuid4(), "service": service.value, "enabled": enabled, "interval_hours": hours,
-                   "run_count": 0, "created_at": now, "updated_at": now}  # fmt: skip
+            row = {"id": uuid.uuid4(), "service": service.source.value, "enabled": service.scheduled_by_default,
+                   "interval_hours": service.default_interval_hours, "run_count": 0, "created_at": now,
+                   "updated_at": now}  # fmt: skip
             rows.append({**row, "user_id": owner} if owner is not None else row)
         for row in rows:
             conn.execute(insert(sync_schedule).values(row).on_conflict_do_nothing(index_elements=keys))

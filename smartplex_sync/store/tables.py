@@ -43,6 +43,7 @@ from sqlalchemy.sql.compiler import DDLCompiler
 from sqlalchemy.sql.schema import ForeignKeyConstraint
 from sqlalchemy.types import TypeEngine
 
+from smartplex_sync.models import Source
 from smartplex_sync.store.engine import GUID, OWN_SCHEMA, UTCDateTime
 
 
@@ -62,7 +63,8 @@ TRUE, FALSE = text("true"), text("false")
 EMPTY_OBJECT, EMPTY_ARRAY = text("'{}'"), text("'[]'")
 
 MEDIA_TYPES = ("movie", "show", "season", "episode", "track", "album", "artist")
-SERVICES = ("plex", "tautulli", "sonarr", "radarr", "overseerr")
+SERVICES = tuple(source.value for source in Source)
+"""SmartPlex's `webhook_log.source` and `sync_schedule.service` checks (a new Source needs a migration)."""
 
 
 def _enum(name: str, *values: str) -> TypeEngine[str]:

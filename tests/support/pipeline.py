@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+import flows._arr as arr
+import flows._plex_removals as plex_removals
 import flows._runs as runs
 import flows.library_sync as library_sync
 import flows.overseerr_sync as overseerr_flow
@@ -38,11 +40,23 @@ FLOWS: dict[Deployment, Callable[..., Any]] = {
     Deployment.OVERSEERR_SYNC: overseerr_sync.fn,
 }
 _TASKS = {
-    library_sync: ("fetch_server_info", "fetch_sections", "fetch_page", "fetch_items", "fetch_children"),
-    tautulli_flow: ("fetch_server", "sync_history"),
+    library_sync: (
+        "fetch_server_info",
+        "fetch_sections",
+        "fetch_page",
+        "fetch_items",
+        "fetch_children",
+        "store_page",
+        "store_progress",
+        "store_deletions",
+        "store_server_seen",
+    ),
+    plex_removals: ("fetch_batch", "store_decision"),
+    tautulli_flow: ("fetch_server", "fetch_history_page", "store_plays", "store_totals"),
+    arr: ("store_arr_items",),
     sonarr_flow: ("fetch_series",),
     radarr_flow: ("fetch_movies",),
-    overseerr_flow: ("fetch_page",),
+    overseerr_flow: ("fetch_page", "store_requests"),
 }
 
 
@@ -52,8 +66,7 @@ def flows_in_process(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     for module, names in _TASKS.items():
         for name in names:
             monkeypatch.setattr(module, name, getattr(module, name).fn)
-    for module in (runs, library_sync):
-        monkeypatch.setattr(module, "create_table_artifact", lambda **artifact: artifacts.append(artifact))
+    monkeypatch.setattr(runs, "create_table_artifact", lambda **artifact: artifacts.append(artifact))
     return artifacts
 
 

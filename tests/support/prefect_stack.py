@@ -17,7 +17,7 @@ import httpx
 from prefect.client.orchestration import PrefectClient
 
 from deployments.processes import VENV_BIN, prefect_env, spawn
-from smartplex_sync.models import SCHEDULED_SERVICES, WORK_POOL
+from smartplex_sync.models import SERVICE_OF, WORK_POOL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,7 +94,7 @@ def start_worker(stack: PrefectStack, log_path: Path) -> subprocess.Popen[bytes]
 
 async def clear_sync_schedules(client: PrefectClient) -> None:
     """No schedule on any sync deployment, as `prefect deploy --all` leaves them before the mirror runs."""
-    for deployment in set(SCHEDULED_SERVICES.values()):
+    for deployment in SERVICE_OF:
         found = await client.read_deployment_by_name(deployment.full_name)
         for schedule in found.schedules:
             await client.delete_deployment_schedule(found.id, schedule.id)

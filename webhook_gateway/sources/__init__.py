@@ -1,33 +1,36 @@
-"""One parser per service: a decoded webhook body in, a `ParsedDelivery` out.
+"""The five sources, registered once: each module's parser and its `SOURCE` descriptor.
 
-Pure functions: no I/O, no database, no clock. Bad input raises `PayloadError` with the 4xx to answer
-(see `_common` for which). Each module's docstring holds its event table.
+Parsers are pure functions: no I/O, no database, no clock. Bad input raises `PayloadError` with the 4xx to
+answer (see `_common` for which). Each module's docstring holds its event table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from smartplex_sync.models import Source
 from smartplex_sync.requests import ParsedDelivery
 
 from . import overseerr, plex, radarr, sonarr, tautulli
+from ._source import FORM, JSON, MULTIPART, Form, WebhookSource
 
-Parser = Callable[[Any], ParsedDelivery]
 
-PARSERS: dict[Source, Parser] = {
-    Source.PLEX: plex.parse,
-    Source.TAUTULLI: tautulli.parse,
-    Source.SONARR: sonarr.parse,
-    Source.RADARR: radarr.parse,
-    Source.OVERSEERR: overseerr.parse,
-}
+def _register(*sources: WebhookSource) -> dict[Source, WebhookSource]:
+    registered = {source.service: source for source in sources}
+    if len(registered) != len(sources) or set(registered) != set(Source):
+        missing = sorted(set(Source) - set(registered))
+        raise RuntimeError(f"every Source needs exactly one WebhookSource (missing: {missing})")
+    return registered
+
+
+SOURCES: dict[Source, WebhookSource] = _register(
+    plex.SOURCE, tautulli.SOURCE, sonarr.SOURCE, radarr.SOURCE, overseerr.SOURCE
+)
 
 
 def parse(source: Source, payload: Any) -> ParsedDelivery:
     """Parse `payload` as a delivery from `source`: json.loads of the body (of Plex's `payload` part)."""
-    return PARSERS[source](payload)
+    return SOURCES[source].parse(payload)
 
 
-__all__ = ["PARSERS", "Parser", "parse"]
+__all__ = ["FORM", "JSON", "MULTIPART", "SOURCES", "Form", "WebhookSource", "parse"]

@@ -22,10 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from smartplex_sync.models import Action, OverseerrRequest
+from smartplex_sync.models import Action, Deployment, OverseerrRequest, Source
 from smartplex_sync.requests import OverseerrScope, ParsedDelivery, PlexScope, SectionType, SyncRequest
 
 from ._common import event_name, nonzero, optional_int, optional_object, optional_str, require_object
+from ._source import JSON, Form, WebhookSource
 
 TEST_EVENT = "TEST_NOTIFICATION"
 ISSUE_EVENTS = frozenset({"ISSUE_CREATED", "ISSUE_COMMENT", "ISSUE_RESOLVED", "ISSUE_REOPENED"})
@@ -124,3 +125,23 @@ def _read_request(delivery: dict[str, Any], event: str) -> _Request:
         requested_by=optional_str(request, "requestedBy_username", event, where="request."),
         requested_by_email=optional_str(request, "requestedBy_email", event, where="request."),
     )
+
+
+SOURCE = WebhookSource(
+    service=Source.OVERSEERR,
+    parse=parse,
+    token_forms=(Form.BEARER,),  # its Authorization Header box (the bare token is taken too)
+    content_types=(JSON,),
+    feeds=frozenset({Deployment.PLEX_LIBRARY_SYNC, Deployment.OVERSEERR_SYNC}),
+    description="Overseerr / Jellyseerr webhook JSON (`notification_type`, `media`, `request` ...).",
+    example={
+        "notification_type": "TEST_NOTIFICATION",
+        "event": "",
+        "subject": "Test Notification",
+        "message": "Check check, 1, 2, 3. Are we coming in clear?",
+        "image": "",
+        "media": None,
+        "request": None,
+        "extra": [],
+    },
+)

@@ -20,10 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from smartplex_sync.models import Action
+from smartplex_sync.models import Action, Deployment, Source
 from smartplex_sync.requests import ParsedDelivery, PlexScope, SyncRequest, TautulliScope
 
 from ._common import event_name, is_plex_key, optional_int, optional_object, optional_str, require_object
+from ._source import FORM, JSON, MULTIPART, Form, WebhookSource
 
 STREAMING_SERVER = "tv.plex.provider.vod"
 SYNCED_SECTION_TYPES = ("movie", "show")
@@ -79,3 +80,26 @@ def _library_new(item: _NewItem, event: str) -> ParsedDelivery:
         note = f"no Metadata.librarySectionID{origin}: not a library item, nothing to sync"
         return ParsedDelivery(event, action=Action.IGNORED, note=note)
     return ParsedDelivery(event, (SyncRequest(PlexScope(section_ids=[item.section_id])),))
+
+
+SOURCE = WebhookSource(
+    service=Source.PLEX,
+    parse=parse,
+    token_forms=(Form.QUERY,),  # Plex's webhook settings take a URL and nothing else
+    content_types=(MULTIPART, FORM, JSON),
+    payload_field="payload",
+    feeds=frozenset({Deployment.PLEX_LIBRARY_SYNC, Deployment.TAUTULLI_SYNC}),
+    description="multipart/form-data with a `payload` JSON part (and an optional `thumb` JPEG), as Plex "
+    "sends it.",
+    example={
+        "event": "library.new",
+        "Server": {"title": "Basement NAS", "uuid": "8c5f2d8a41e7b93f0e6a2d9c7b1f40a3e5d6c7b8"},
+        "Metadata": {
+            "librarySectionType": "movie",
+            "ratingKey": "48210",
+            "type": "movie",
+            "title": "The Grand Budapest Hotel",
+            "librarySectionID": 1,
+        },
+    },
+)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, ArrItem
+from smartplex_sync.models import Action, ArrItem, Deployment, Source
 from smartplex_sync.requests import (
     ParsedDelivery,
     PlexScope,
@@ -39,6 +39,7 @@ from ._common import (
     require_object,
     required_int,
 )
+from ._source import JSON, Form, WebhookSource
 
 DOWNLOAD_EVENTS = frozenset({"Download", "Upgrade"})
 DELETE_EVENTS = frozenset({"MovieDelete", "MovieFileDelete"})
@@ -95,3 +96,20 @@ def _read_movie(delivery: dict[str, Any], event: str) -> ArrItem:
         imdb_id=optional_str(movie, "imdbId", event, where="movie."),
         path=optional_str(movie, "folderPath", event, where="movie."),
     )
+
+
+SOURCE = WebhookSource(
+    service=Source.RADARR,
+    parse=parse,
+    token_forms=(Form.BASIC, Form.BEARER, Form.HEADER),  # as Sonarr
+    content_types=(JSON,),
+    feeds=frozenset({Deployment.PLEX_LIBRARY_SYNC, Deployment.RADARR_SYNC}),
+    description="Radarr v5 webhook JSON (`eventType`, `movie`, `isUpgrade` ...).",
+    example={
+        "movie": {"id": 1, "title": "Test Title", "year": 1970, "folderPath": "C:\\testpath", "tmdbId": 0},
+        "remoteMovie": {"tmdbId": 1234, "imdbId": "5678", "title": "Test title", "year": 1970},
+        "eventType": "Test",
+        "instanceName": "Radarr",
+        "applicationUrl": "",
+    },
+)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action, ArrItem
+from smartplex_sync.models import Action, ArrItem, Deployment, Source
 from smartplex_sync.requests import (
     ParsedDelivery,
     PlexScope,
@@ -47,6 +47,7 @@ from ._common import (
     require_object,
     required_int,
 )
+from ._source import JSON, Form, WebhookSource
 
 DOWNLOAD_EVENTS = frozenset({"Download", "Upgrade"})
 
@@ -144,3 +145,26 @@ def _download_kind(delivery: dict[str, Any], event: str) -> str:
     if "episodeFiles" in delivery and "episodeFile" not in delivery:
         return "import complete"
     return "new file"
+
+
+SOURCE = WebhookSource(
+    service=Source.SONARR,
+    parse=parse,
+    token_forms=(Form.BASIC, Form.BEARER, Form.HEADER),  # its Username/Password, or its Headers
+    content_types=(JSON,),
+    feeds=frozenset({Deployment.PLEX_LIBRARY_SYNC, Deployment.SONARR_SYNC}),
+    description="Sonarr v4 webhook JSON (`eventType`, `series`, `episodes`, `isUpgrade` ...).",
+    example={
+        "series": {
+            "id": 1,
+            "title": "Test Title",
+            "path": "C:\\testpath",
+            "tvdbId": 1234,
+            "type": "standard",
+        },
+        "episodes": [{"id": 123, "episodeNumber": 1, "seasonNumber": 1, "title": "Test title"}],
+        "eventType": "Test",
+        "instanceName": "Sonarr",
+        "applicationUrl": "",
+    },
+)

@@ -22,10 +22,11 @@ import re
 from typing import Any
 
 from smartplex_sync.errors import PayloadError
-from smartplex_sync.models import Action
+from smartplex_sync.models import Action, Deployment, Source
 from smartplex_sync.requests import DEFAULT_HISTORY_DAYS, ParsedDelivery, SyncRequest, TautulliScope
 
 from ._common import UNKNOWN_EVENT, event_name, is_plex_key, json_type, optional_str, require_object
+from ._source import FORM, JSON, Form, WebhookSource
 
 HISTORY_EVENTS = frozenset({"stop", "playback.stop", "watched", "playback.watched"})
 
@@ -74,3 +75,26 @@ def _rating_key(delivery: dict[str, Any], event: str) -> str | None:
     if not is_plex_key(text):  # "", an unsubstituted "{rating_key}", or not a Plex key at all
         return None
     return text
+
+
+SOURCE = WebhookSource(
+    service=Source.TAUTULLI,
+    parse=parse,
+    token_forms=(Form.BEARER, Form.HEADER),  # its JSON Headers box
+    content_types=(JSON, FORM),
+    feeds=frozenset({Deployment.TAUTULLI_SYNC}),
+    description="The JSON of Tautulli's Webhook agent (docs/webhooks.md has the template to paste).",
+    example={
+        "event": "watched",
+        "rating_key": "48210",
+        "parent_rating_key": "",
+        "grandparent_rating_key": "",
+        "media_type": "movie",
+        "title": "The Grand Budapest Hotel",
+        "user": "morgan",
+        "user_id": "1",
+        "progress_percent": "96",
+        "server_machine_id": "8c5f2d8a41e7b93f0e6a2d9c7b1f40a3e5d6c7b8",
+        "unixtime": "1717171800",
+    },
+)
