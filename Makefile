@@ -25,7 +25,7 @@ bench: $(STAMP)
 
 # The model-based test of the whole data path, long: 300 examples on SQLite and on PostgreSQL.
 model-test: $(STAMP) postgres-binaries
-	SMARTPLEX_MODEL_EXAMPLES=300 SMARTPLEX_MODEL_STEPS=30 $(BIN)/pytest tests/test_data_path_model.py -s -p no:logging
+	SMARTPLEX_MODEL_EXAMPLES=300 SMARTPLEX_MODEL_STEPS=30 $(BIN)/pytest tests/test_data_path_model.py -n 0 -s -p no:logging
 
 migrate: $(STAMP)
 	$(BIN)/smartplex-sync migrate

@@ -25,6 +25,30 @@ from tests.support.supabase import SupabaseLike, supabase_like
 
 _database_names = itertools.count()
 
+# The modules that take longest (`pytest --durations=0`, summed per module), longest first. The workers
+# take modules in collection order, so these go first and the short ones fill in around them; a module
+# missing here only runs later, never less.
+SLOWEST_MODULES = (
+    "test_supervisor.py",
+    "test_topology.py",
+    "test_end_to_end.py",
+    "test_secrets_leak.py",
+    "test_data_path_model.py",
+    "test_schedules_prefect.py",
+    "test_gateway.py",
+    "test_stack.py",
+    "test_hostile_input.py",
+    "test_plex_sync.py",
+    "test_supabase_connections.py",
+    "test_tautulli_sync.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slowest modules first (a stable sort: within a module, and among the rest, the order is kept)."""
+    rank = {name: position for position, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
