@@ -7,6 +7,7 @@ import asyncio
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -15,8 +16,13 @@ from prefect.client.orchestration import PrefectClient
 from sqlalchemy import Engine, text
 
 from deployments.processes import VENV_BIN
+from smartplex_sync.migrate import migrate
 from smartplex_sync.models import Deployment
+from smartplex_sync.settings import Settings
+from smartplex_sync.store import make_engine
+from smartplex_sync.store.accounts import configure
 from smartplex_sync.store.schedules import read_schedules
+from tests.conftest import settings_of
 from tests.support.factories import owner_and_server
 from tests.support.prefect_stack import REPO_ROOT, PrefectStack, clear_sync_schedules
 
@@ -26,6 +32,18 @@ def stack(prefect_worker: PrefectStack) -> Iterator[PrefectStack]:
     asyncio.run(_clear(prefect_worker.api_url))
     yield prefect_worker
     asyncio.run(_clear(prefect_worker.api_url))
+
+
+@pytest.fixture
+def demo_database(stack: PrefectStack, tmp_path: Path) -> str:
+    """A database of its own holding the demo's server and services only (the stack's is shared with
+    other modules, which add users of their own)."""
+    url = f"sqlite:///{tmp_path / 'smartplex.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    configure(engine, Settings(**{**settings_of(stack.env), "database_url": url}))
+    engine.dispose()
+    return url
 
 
 async def _clear(api_url: str) -> None:
@@ -80,8 +98,8 @@ def test_schedules_then_apply(stack: PrefectStack, engine: Engine, database_url:
     assert prefect_schedule(stack.api_url, Deployment.TAUTULLI_SYNC, tautulli.slug) == (True, 4 * 3600)
 
 
-def test_sync_starts_a_run_without_touching_the_schedule(stack: PrefectStack) -> None:
-    started = cli(stack, stack.database_url, "sync", "tautulli", "--full")
+def test_sync_starts_a_run_without_touching_the_schedule(stack: PrefectStack, demo_database: str) -> None:
+    started = cli(stack, demo_database, "sync", "tautulli", "--full")
     assert started.returncode == 0, started.stderr
     run_id = UUID(re.search(r"flow run ([0-9a-f-]{36})", started.stdout).group(1))  # type: ignore[union-attr]
     assert f"/runs/flow-run/{run_id}" in started.stdout
@@ -100,8 +118,8 @@ def test_sync_starts_a_run_without_touching_the_schedule(stack: PrefectStack) ->
     assert prefect_schedule(stack.api_url, Deployment.TAUTULLI_SYNC, "anything") is None  # none made
 
 
-def test_doctor_passes_on_a_healthy_stack(stack: PrefectStack) -> None:
-    result = cli(stack, stack.database_url, "doctor")
+def test_doctor_passes_on_a_healthy_stack(stack: PrefectStack, demo_database: str) -> None:
+    result = cli(stack, demo_database, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("✓ database reachable and migrated")
